@@ -1,0 +1,99 @@
+//! The REST API (`/api/**`) and the control plane's other routes. Thin: extract,
+//! authorize (through the extractors), call a service function, map the result.
+
+pub mod apps;
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod users;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::service::AppState;
+use error::ApiError;
+
+/// Ordinary JSON bodies are small; uploads get their own limit.
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The control plane's whole router.
+pub fn router(state: AppState) -> Router {
+    // Multipart framing adds a little to the file itself.
+    let upload_limit = state.config.upload_max_bytes as usize + 64 * 1024;
+    let api = Router::new()
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi::document))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/password", put(auth::change_password))
+        .route(
+            "/auth/tokens",
+            post(auth::create_token).get(auth::list_tokens),
+        )
+        .route(
+            "/auth/tokens/{id}",
+            axum::routing::delete(auth::delete_token),
+        )
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", put(users::update).delete(users::delete))
+        .route("/apps", get(apps::list).post(apps::create))
+        .route("/apps/r-versions", get(apps::r_versions))
+        .route(
+            "/apps/{id}",
+            get(apps::get).put(apps::update).delete(apps::delete),
+        )
+        .route("/apps/{id}/start", post(apps::start))
+        .route("/apps/{id}/stop", post(apps::stop))
+        .route("/apps/{id}/restart", post(apps::restart))
+        .route("/apps/{id}/rebuild", post(apps::rebuild))
+        .route("/apps/{id}/logs", get(apps::logs))
+        .route(
+            "/apps/{id}/upload",
+            post(apps::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+    Router::new()
+        .nest("/api", api)
+        .route("/", get(index))
+        .fallback(not_found_page)
+        .with_state(state)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({ "error": "Method not allowed on this path" })),
+    )
+        .into_response()
+}
+
+/// Until the admin UI lands, the root says where things are.
+async fn index() -> Html<String> {
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>rserve-proxy</title>\
+         <h1>rserve-proxy {}</h1><p>The REST API is under <code>/api</code>; \
+         its OpenAPI document is <a href=\"/api/openapi.json\">/api/openapi.json</a>. \
+         Health: <a href=\"/api/health\">/api/health</a>.</p>",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+async fn not_found_page() -> (StatusCode, Html<&'static str>) {
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><meta charset=utf-8><title>Not found</title><h1>Not found</h1>"),
+    )
+}

@@ -1,0 +1,18 @@
+//! rserve-proxy: run R (Rserve) apps on your own server — proxy, spawner, store and
+//! admin API in one binary. See docs/architecture.md for the map.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod logging;
+pub mod model;
+pub mod paths;
+pub mod proxy;
+pub mod server;
+pub mod service;
+pub mod spawner;
+pub mod store;
+pub mod upload;

@@ -1,0 +1,236 @@
+//! The `rserve-proxy` command line.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use rserve_proxy::config::{Config, Overrides};
+use rserve_proxy::model::Role;
+use rserve_proxy::service::users::{CreateUserInput, UpdateUserInput};
+use rserve_proxy::service::{users, AppState, ClientMeta, ServiceError};
+use rserve_proxy::spawner::docker::DockerSpawner;
+use rserve_proxy::store::Store;
+use rserve_proxy::{auth, logging, server};
+
+#[derive(Parser)]
+#[command(
+    name = "rserve-proxy",
+    version,
+    about = "Run R (Rserve) apps on your own server"
+)]
+struct Cli {
+    /// TOML config file (settings: see `rserve-proxy config`).
+    #[arg(long, global = true, env = "RSP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (state.redb, uploads, control socket).
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// Public listener address.
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Docker Engine socket.
+    #[arg(long, global = true)]
+    docker_socket: Option<String>,
+    /// Log filter, e.g. `info` or `rserve_proxy=debug`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// auto, json or pretty.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// Proxy worker threads.
+    #[arg(long, global = true)]
+    threads: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (the default).
+    Serve,
+    /// Print the effective configuration (secrets redacted).
+    Config,
+    /// Manage users while the server is stopped.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user; prints a generated password unless --password-stdin is given.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (ends the user's sessions).
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    ListUsers,
+}
+
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        let mut o: Overrides = Vec::new();
+        let pairs: [(&'static str, &Option<String>); 6] = [
+            ("data_dir", &self.data_dir),
+            ("listen", &self.listen),
+            ("docker_socket", &self.docker_socket),
+            ("log_level", &self.log_level),
+            ("log_format", &self.log_format),
+            ("threads", &self.threads),
+        ];
+        for (key, value) in pairs {
+            if let Some(v) = value {
+                o.push((key, v.clone()));
+            }
+        }
+        o
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rserve-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            logging::init(&config);
+            server::serve(config).map_err(|e| e.to_string())
+        }
+        Command::Config => {
+            print!("{}", config.render_redacted());
+            Ok(())
+        }
+        Command::Admin(cmd) => admin(config, cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rserve-proxy: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
+    if !from_stdin {
+        return Ok((auth::secrets::new_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    Ok((line.trim_end_matches(['\r', '\n']).to_string(), false))
+}
+
+/// User management through the same service functions as the API, acting as the
+/// local operator.
+fn admin(config: Config, cmd: AdminCommand) -> Result<(), String> {
+    let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async move {
+        let spawner = Arc::new(DockerSpawner::new(&config.docker_socket));
+        let state = AppState::new(store, spawner, Arc::new(config));
+        let meta = ClientMeta::default();
+        let fail = |e: ServiceError| e.to_string();
+        match cmd {
+            AdminCommand::CreateUser {
+                username,
+                role,
+                email,
+                password_stdin,
+            } => {
+                let (password, generated) = read_password(password_stdin)?;
+                let role = if role == "admin" {
+                    Role::Admin
+                } else {
+                    Role::User
+                };
+                let input = CreateUserInput {
+                    username,
+                    password: password.clone(),
+                    email,
+                    role: Some(role),
+                };
+                let user = users::create(&state, None, input, &meta)
+                    .await
+                    .map_err(fail)?;
+                println!(
+                    "created {} ({}, {})",
+                    user.username,
+                    user.role.as_str(),
+                    user.id
+                );
+                if generated {
+                    println!("password: {password}");
+                }
+            }
+            AdminCommand::ResetPassword {
+                username,
+                password_stdin,
+            } => {
+                let name = username.clone();
+                let user = rserve_proxy::service::with_store(&state.store, move |s| {
+                    s.get_user_by_username(&name)
+                })
+                .await
+                .map_err(fail)?
+                .ok_or_else(|| format!("no user named {username:?}"))?;
+                let (password, generated) = read_password(password_stdin)?;
+                let input = UpdateUserInput {
+                    password: Some(password.clone()),
+                    ..Default::default()
+                };
+                users::update(&state, None, user.id, input, &meta)
+                    .await
+                    .map_err(fail)?;
+                println!("password of {username} reset; their sessions have ended");
+                if generated {
+                    println!("password: {password}");
+                }
+            }
+            AdminCommand::ListUsers => {
+                let all = users::list(&state, None).await.map_err(fail)?;
+                println!(
+                    "{:<36}  {:<24}  {:<5}  {:<32}  created",
+                    "id", "username", "role", "email"
+                );
+                for u in all {
+                    println!(
+                        "{:<36}  {:<24}  {:<5}  {:<32}  {}",
+                        u.id,
+                        u.username,
+                        u.role.as_str(),
+                        u.email.as_deref().unwrap_or("-"),
+                        u.created_at
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}

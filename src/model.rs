@@ -1,0 +1,147 @@
+//! Domain records shared by the store, the services and the API.
+//!
+//! These are plain data: no I/O, no HTTP. The store persists them (as JSON values
+//! in versioned tables) and the API maps them to the contract's camelCase shapes.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A person's role. Admins may touch every app and manage users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub email: Option<String>,
+    pub role: Role,
+    /// PHC string (argon2id). Never leaves the process.
+    pub password_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A login session. The id is the cookie value: 128 random bits, hex encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// An API token. Only the SHA-256 of the raw token is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    /// Lower-case hex SHA-256 of the raw token.
+    pub token_hash: String,
+    /// First 12 characters of the raw token, for display.
+    pub token_prefix: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Where an app's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CodeSource {
+    Git {
+        #[serde(rename = "repoUrl")]
+        repo_url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+    },
+    Upload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub r_version: String,
+    pub packages: Vec<String>,
+    pub code_source: CodeSource,
+    pub entry_script: String,
+    pub replicas: u32,
+    pub owner_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Index entry for an app's current upload (the files live under the data dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub app_id: Uuid,
+    /// The file name the client sent.
+    pub filename: String,
+    /// Directory holding the extracted code, relative to the data dir.
+    pub path: String,
+    /// Regular files in the upload, relative to `path`, sorted.
+    pub files: Vec<String>,
+    pub total_bytes: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub uploaded_at: OffsetDateTime,
+}
+
+/// One audit log line: who did what, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The acting user; `None` for the system (first-run bootstrap, CLI).
+    pub actor_id: Option<Uuid>,
+    pub actor_name: String,
+    /// Dotted verb, e.g. `auth.login`, `token.create`, `app.start`.
+    pub action: String,
+    /// What was acted on (an id or a name), if anything.
+    pub target: Option<String>,
+    /// Client address, when the action came over the network.
+    pub ip: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(actor: Option<&User>, action: &str, target: Option<String>) -> Self {
+        AuditEntry {
+            at: OffsetDateTime::now_utc(),
+            actor_id: actor.map(|u| u.id),
+            actor_name: actor.map_or_else(|| "system".to_string(), |u| u.username.clone()),
+            action: action.to_string(),
+            target,
+            ip: None,
+        }
+    }
+
+    pub fn with_ip(mut self, ip: Option<String>) -> Self {
+        self.ip = ip;
+        self
+    }
+}

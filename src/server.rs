@@ -1,0 +1,205 @@
+//! `rserve-proxy serve`: pingora owns the public listener; the control plane (axum)
+//! runs beside it as a pingora background service on a unix socket in the data dir.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::config::Config;
+use crate::proxy::routes::RouteTable;
+use crate::proxy::FrontDoor;
+use crate::service::AppState;
+use crate::spawner::docker::DockerSpawner;
+use crate::store::{Store, StoreError};
+use crate::{api, bootstrap};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}; is another server using it? Set listen to another address")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the control socket {path}: {source}")]
+    ControlSocket {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the proxy: {0}")]
+    Proxy(String),
+}
+
+/// Run the server until SIGTERM/SIGINT; returns after a graceful drain.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    // Opening the store first also takes its lock: a second server on the same data
+    // dir stops here, before touching the socket of the first.
+    let store = Store::open(&config.state_file())?;
+    bootstrap::ensure_admin(&store, &data_dir, config.admin_password.as_deref())?;
+
+    // Fail with a clear message if the port is taken (pingora would only log it).
+    drop(
+        std::net::TcpListener::bind(config.listen).map_err(|source| ServeError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?,
+    );
+    let control = bind_control_socket(&config)?;
+
+    let mut conf = ServerConf {
+        threads: config.threads,
+        // Per instance, not pingora's shared /tmp defaults: tests run several servers.
+        pid_file: data_dir
+            .join("rserve-proxy.pid")
+            .to_string_lossy()
+            .into_owned(),
+        upgrade_sock: data_dir.join("upgrade.sock").to_string_lossy().into_owned(),
+        grace_period_seconds: Some(config.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    conf.daemon = false;
+    let mut server =
+        Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
+    server.bootstrap();
+
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let config = Arc::new(config);
+    let control_plane = ControlPlane {
+        listener: Mutex::new(Some(control)),
+        store,
+        config: config.clone(),
+    };
+    server.add_service(background_service("control plane", control_plane));
+
+    let front = FrontDoor::new(&config.control_socket(), routes)
+        .map_err(|e| ServeError::Proxy(e.to_string()))?;
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, front);
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(proxy);
+
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "rserve-proxy serving");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(TerminateGracefully),
+    });
+    let _ = std::fs::remove_file(config.control_socket());
+    tracing::info!("rserve-proxy stopped");
+    Ok(())
+}
+
+fn bind_control_socket(config: &Config) -> Result<StdUnixListener, ServeError> {
+    let path = config.control_socket();
+    let err = |source| ServeError::ControlSocket {
+        path: path.display().to_string(),
+        source,
+    };
+    // A socket file left by a crashed run would make bind fail; the store lock above
+    // proves no live server owns it.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let listener = StdUnixListener::bind(&path).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+/// SIGTERM and SIGINT both drain gracefully (pingora's default makes SIGINT abrupt).
+struct TerminateGracefully;
+
+#[async_trait]
+impl ShutdownSignalWatch for TerminateGracefully {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; use SIGKILL to stop");
+                std::future::pending::<()>().await;
+            }
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// The control plane: axum on the unix socket, plus its housekeeping loops.
+struct ControlPlane {
+    listener: Mutex<Option<StdUnixListener>>,
+    store: Store,
+    config: Arc<Config>,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let taken = self.listener.lock().ok().and_then(|mut l| l.take());
+        let Some(std_listener) = taken else {
+            return;
+        };
+        let listener = match tokio::net::UnixListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "control plane cannot use its socket");
+                return;
+            }
+        };
+        let spawner = Arc::new(DockerSpawner::new(&self.config.docker_socket));
+        let state = AppState::new(self.store.clone(), spawner, self.config.clone());
+        tokio::spawn(purge_sessions(self.store.clone(), shutdown.clone()));
+        let app = api::router(state);
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "control plane stopped with an error");
+        }
+    }
+}
+
+/// Remove expired sessions every ten minutes.
+async fn purge_sessions(store: Store, mut shutdown: ShutdownWatch) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let store = store.clone();
+        let now = time::OffsetDateTime::now_utc();
+        match tokio::task::spawn_blocking(move || store.purge_expired_sessions(now)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired sessions removed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not purge expired sessions"),
+            _ => {}
+        }
+    }
+}

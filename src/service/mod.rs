@@ -1,0 +1,181 @@
+//! Domain operations: plain async functions with no HTTP types. The REST handlers (and
+//! the UI later) only extract, call one of these, and map the result — so the two
+//! cannot disagree.
+
+pub mod apps;
+pub mod auth;
+pub mod users;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::auth::rate_limit::RateLimiter;
+use crate::config::Config;
+use crate::model::{Role, User};
+use crate::spawner::{Spawner, SpawnerError};
+use crate::store::{Store, StoreError};
+
+/// Everything the control plane shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub spawner: Arc<dyn Spawner>,
+    pub config: Arc<Config>,
+    pub login_limiter: Arc<RateLimiter>,
+    /// Uploads swap directories in place; one at a time keeps two swaps of the same
+    /// app from interleaving. Uploads are rare, so one lock for all apps is enough.
+    pub upload_lock: Arc<tokio::sync::Mutex<()>>,
+    token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
+}
+
+impl AppState {
+    /// Must be called inside a tokio runtime: it starts the task that records API
+    /// tokens' `lastUsedAt` off the request path.
+    pub fn new(store: Store, spawner: Arc<dyn Spawner>, config: Arc<Config>) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(auth::record_token_use(store.clone(), rx));
+        AppState {
+            login_limiter: Arc::new(RateLimiter::new(
+                config.login_attempts_per_minute,
+                Duration::from_secs(60),
+            )),
+            upload_lock: Arc::new(tokio::sync::Mutex::new(())),
+            store,
+            spawner,
+            config,
+            token_touch: tx,
+        }
+    }
+}
+
+/// Who is asking: the authenticated user and how they authenticated.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    /// The session id when authenticated by cookie.
+    pub session_id: Option<String>,
+    /// The token id when authenticated by bearer token.
+    pub token_id: Option<Uuid>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
+    }
+}
+
+/// Facts about the request that services record (audit) or act on (rate limit, cookies).
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    /// The request reached us over TLS.
+    pub tls: bool,
+    pub now: Option<Instant>,
+}
+
+/// One domain error; the API (and later the UI) map it to responses.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        details: Vec<String>,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Too many login attempts; try again in {} s", retry_after.as_secs().max(1))]
+    TooManyRequests { retry_after: Duration },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{message}")]
+    BuildFailed { message: String, log: Vec<String> },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ServiceError::BadRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn access_denied() -> Self {
+        ServiceError::Forbidden("Access denied".into())
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken(name) => {
+                ServiceError::Conflict(format!("A user named \"{name}\" already exists"))
+            }
+            StoreError::SlugTaken(slug) => {
+                ServiceError::Conflict(format!("An app with slug \"{slug}\" already exists"))
+            }
+            StoreError::LastAdmin => ServiceError::Conflict(
+                "This is the last admin; make another user admin first".into(),
+            ),
+            StoreError::UserOwnsApps(n) => ServiceError::Conflict(format!(
+                "This user still owns {n} app(s); delete them first"
+            )),
+            StoreError::NotFound => ServiceError::NotFound("Not found".into()),
+            other => ServiceError::Internal(format!("storage error: {other}")),
+        }
+    }
+}
+
+impl From<SpawnerError> for ServiceError {
+    fn from(e: SpawnerError) -> Self {
+        match e {
+            SpawnerError::Unavailable(_) => ServiceError::Unavailable(e.to_string()),
+            SpawnerError::BuildFailed { reason, log } => ServiceError::BuildFailed {
+                message: format!("Build failed: {reason}"),
+                log,
+            },
+            SpawnerError::Conflict(m) => ServiceError::Conflict(m),
+            SpawnerError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Run a short synchronous store operation off the async workers.
+pub async fn with_store<T, F>(store: &Store, f: F) -> ServiceResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("store task failed: {e}")))?
+        .map_err(ServiceError::from)
+}
+
+/// Run CPU-heavy or blocking work (password hashing, extraction) off the async workers.
+pub async fn blocking<T, F>(f: F) -> ServiceResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("worker task failed: {e}")))
+}
