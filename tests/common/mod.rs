@@ -152,12 +152,19 @@ impl Harness {
         let spawner = Arc::new(FakeSpawner::default());
         let state = AppState::new(store, spawner.clone(), Arc::new(config));
         let router = rserve_proxy::api::router(state.clone());
-        Harness { dir, state, spawner, router }
+        Harness {
+            dir,
+            state,
+            spawner,
+            router,
+        }
     }
 
     /// Drop the store and open it again from the same files.
     pub async fn restart(self) -> Self {
-        let Harness { dir, state, router, .. } = self;
+        let Harness {
+            dir, state, router, ..
+        } = self;
         drop(router);
         drop(state);
         // The token-use recorder holds a store clone until its channel closes.
@@ -172,7 +179,12 @@ impl Harness {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub fn request(method: Method, path: &str, cred: &Cred) -> axum::http::request::Builder {
@@ -189,7 +201,13 @@ impl Harness {
     }
 
     /// A JSON request (`body: None` sends no body).
-    pub async fn call(&self, method: Method, path: &str, cred: &Cred, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Value>,
+    ) -> Reply {
         let b = Self::request(method, path, cred);
         let req = match body {
             Some(v) => b
@@ -202,7 +220,14 @@ impl Harness {
     }
 
     /// A raw body with a content type (for malformed-JSON tests).
-    pub async fn call_raw(&self, method: Method, path: &str, cred: &Cred, content_type: &str, body: &str) -> Reply {
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        content_type: &str,
+        body: &str,
+    ) -> Reply {
         let req = Self::request(method, path, cred)
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body.to_string()))
@@ -270,7 +295,10 @@ impl Harness {
         body.extend_from_slice(data);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let req = Self::request(Method::POST, &format!("/api/apps/{app_id}/upload"), cred)
-            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(Body::from(body))
             .unwrap();
         self.send(req).await
