@@ -65,7 +65,22 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/", get(index))
         .fallback(not_found_page)
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Everything logged while handling a request carries the proxy's request id.
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    next.run(req)
+        .instrument(tracing::info_span!("request", request_id = %id))
+        .await
 }
 
 async fn api_not_found() -> ApiError {
