@@ -90,11 +90,50 @@ pub struct App {
     pub code_source: CodeSource,
     pub entry_script: String,
     pub replicas: u32,
+    /// Resource limits and environment. Older records without it read as defaults.
+    #[serde(default)]
+    pub settings: AppSettings,
     pub owner_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// Memory limit of each replica when none is set (MiB).
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+/// CPU limit of each replica when none is set (thousandths of a core).
+pub const DEFAULT_CPU_MILLIS: u32 = 1000;
+
+/// Per-app container settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppSettings {
+    /// Memory limit per replica, MiB.
+    pub memory_mb: u64,
+    /// CPU limit per replica, thousandths of a core (integer so records stay `Eq`).
+    pub cpu_millis: u32,
+    /// Environment variables given to every replica.
+    pub env: Vec<EnvVar>,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            memory_mb: DEFAULT_MEMORY_MB,
+            cpu_millis: DEFAULT_CPU_MILLIS,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// One environment variable. The value of a secret one never leaves the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// Index entry for an app's current upload (the files live under the data dir).

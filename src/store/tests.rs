@@ -102,6 +102,7 @@ fn app(slug: &str, owner: &User, minutes: i64) -> App {
         },
         entry_script: "app.R".to_string(),
         replicas: 1,
+        settings: Default::default(),
         owner_id: owner.id,
         created_at: at(minutes),
         updated_at: at(minutes),
