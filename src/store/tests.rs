@@ -974,3 +974,25 @@ fn undecodable_record_is_corrupt() {
     let store = Store::open(&path).unwrap();
     assert!(matches!(store.get_user(id), Err(StoreError::Corrupt(_))));
 }
+
+#[test]
+fn update_user_with_a_new_password_hash_ends_all_their_sessions() {
+    let (_dir, store) = open_temp();
+    let alice = add_user(&store, "alice", Role::Admin, 0);
+    let bob = add_user(&store, "bob", Role::User, 1);
+    add_session(&store, "a1", &alice);
+    add_session(&store, "b1", &bob);
+
+    let mut changed = alice.clone();
+    changed.email = None;
+    store.update_user(&changed, &audit("user.update")).unwrap();
+    assert!(
+        store.get_session("a1").unwrap().is_some(),
+        "same hash: sessions stay"
+    );
+
+    changed.password_hash = "reset-hash".into();
+    store.update_user(&changed, &audit("user.update")).unwrap();
+    assert_eq!(store.get_session("a1").unwrap(), None);
+    assert!(store.get_session("b1").unwrap().is_some());
+}
