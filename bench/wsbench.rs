@@ -458,11 +458,10 @@ async fn serve_conn(mut stream: TcpStream) -> Res<()> {
 
 async fn echo_ws(mut ws: Ws) -> Res<()> {
     while let Some(msg) = ws.next().await {
-        match msg? {
-            m @ (Message::Binary(_) | Message::Text(_)) => ws.send(m).await?,
-            // Close and ping replies are queued by tungstenite and flushed by the next
-            // poll; after a close that poll ends the stream.
-            _ => {}
+        // Close and ping replies are queued by tungstenite and flushed by the next poll;
+        // after a close that poll ends the stream.
+        if let m @ (Message::Binary(_) | Message::Text(_)) = msg? {
+            ws.send(m).await?;
         }
     }
     Ok(())
