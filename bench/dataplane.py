@@ -500,8 +500,10 @@ def fmt(v, nd=0):
 
 
 def ratio(a, b):
-    if a is None or b is None or b == 0:
+    if a is None or b is None:
         return "—"
+    if a <= 0 or b <= 0:
+        return "n/a (≤0)"  # an overhead within noise of direct: no meaningful ratio
     return f"{a / b:.2f}"
 
 
@@ -514,6 +516,10 @@ def report(meta, s, skipped):
     L.append(f"- load: loadavg at start {meta['loadavg_start']}, at end {meta['loadavg_end']}; "
              "'others' = cores used by processes outside the benchmark during the runs (median)")
     L.append(f"- workload: {meta['params']}")
+    busy = [x["others_cores"] for x in s.values() if x["others_cores"] is not None]
+    if busy and max(busy) > 0.1:
+        L.append(f"- **machine busy**: other processes used up to {max(busy):.2f} of {os.cpu_count()} "
+                 "cores during the runs: these figures are not final")
     for name, why in skipped.items():
         L.append(f"- **{name}: not available yet** — {why}")
     L.append("")
