@@ -219,7 +219,10 @@ impl Config {
                 }
             }
         }
-        if self.tls_listen == self.listen {
+        // Same port on the same or an overlapping (wildcard) address cannot both bind.
+        let (a, b) = (self.tls_listen, self.listen);
+        let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+        if a.port() == b.port() && overlap {
             return Err(ConfigError::new(
                 "tls_listen",
                 format!(
@@ -674,6 +677,18 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "tls_listen");
         assert!(e.reason.contains("port of its own"), "{e}");
+        // The default wildcard tls_listen overlaps a loopback listen on the same port.
+        let e = Config::load(
+            None,
+            env(&[
+                ("RSP_TLS_MODE", "acme"),
+                ("RSP_ACME_DOMAINS", "a.example"),
+                ("RSP_LISTEN", "127.0.0.1:443"),
+            ]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls_listen");
     }
 
     #[test]

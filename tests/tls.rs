@@ -675,12 +675,27 @@ fn acme_certificate_via_http01_is_served_stored_and_reused_after_restart() {
         format!("https://rsp.test:{https}/api/apps?a=1").as_str()
     );
 
+    // Restart with another name set and contact: the account is reused (its contact
+    // updated at the CA) and a certificate for the new names is ordered.
+    server.proc.stop();
+    let mut env = pebble.acme_env("rsp.test,new.rsp.test");
+    env.push(("RSP_ACME_EMAIL", "new-ops@rsp.test".into()));
+    let mut server = Server::start(&data, http, https, &env);
+    let serial = wait_for(
+        "the certificate for new names",
+        Duration::from_secs(60),
+        || probe(&root, "new.rsp.test", https),
+    );
+    let log = server.log();
+    assert!(log.contains("ACME account contact updated"), "{log}");
+    assert!(!log.contains("ACME account registered"), "{log}");
+
     // Restart with the CA gone: the stored certificate is served at once.
     server.proc.stop();
     pebble.pebble.stop();
     let server = Server::start(&data, http, https, &env);
     assert_eq!(
-        probe(&root, "rsp.test", https).as_deref(),
+        probe(&root, "new.rsp.test", https).as_deref(),
         Some(serial.as_str())
     );
     assert!(server.log().contains("stored TLS certificate loaded"));
@@ -706,11 +721,12 @@ fn acme_renews_short_lived_certificates_live() {
         probe(&root, "renew.rsp.test", https)
     });
     let t0 = Instant::now();
-    let second = wait_for("a renewed certificate", Duration::from_secs(60), || {
+    // Generous bounds: a failed attempt is retried after a minute.
+    let second = wait_for("a renewed certificate", Duration::from_secs(90), || {
         probe(&root, "renew.rsp.test", https).filter(|s| *s != first)
     });
     eprintln!("renewed after {:?}", t0.elapsed());
-    let third = wait_for("a second renewal", Duration::from_secs(60), || {
+    let third = wait_for("a second renewal", Duration::from_secs(90), || {
         probe(&root, "renew.rsp.test", https).filter(|s| *s != second && *s != first)
     });
     assert_ne!(first, third);

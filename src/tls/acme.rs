@@ -274,18 +274,22 @@ impl AcmeManager {
         let stored = blocking(&self.store, move |s| s.get_acme_account(&directory))
             .await
             .map_err(|e| Failed::new("read the stored ACME account", e, Hint::None))?;
+        let contact = self.settings.email.as_ref().map(|e| format!("mailto:{e}"));
+        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
         if let Some(stored) = stored {
             let creds: AccountCredentials =
                 serde_json::from_str(&stored.credentials).map_err(|e| {
                     Failed::new("read the stored ACME account", e.to_string(), Hint::None)
                 })?;
-            return Account::builder_with_http(http)
+            let account = Account::builder_with_http(http)
                 .from_credentials(creds)
                 .await
-                .map_err(|e| Failed::acme("contact the ACME server", e));
+                .map_err(|e| Failed::acme("contact the ACME server", e))?;
+            if stored.contact != contact {
+                self.update_contact(&account, stored, contact.clone()).await;
+            }
+            return Ok(account);
         }
-        let contact = self.settings.email.as_ref().map(|e| format!("mailto:{e}"));
-        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
         // Registering means agreeing to the CA's terms (Let's Encrypt's subscriber
         // agreement); choosing tls_mode = acme is that choice.
         let (account, creds) = Account::builder_with_http(http)
@@ -322,6 +326,34 @@ impl AcmeManager {
             "ACME account registered"
         );
         Ok(account)
+    }
+
+    /// `acme_email` changed since the account was registered: tell the CA. A failure
+    /// only means expiry mail goes to the old address, so it is logged, not fatal.
+    async fn update_contact(
+        &self,
+        account: &Account,
+        mut stored: AcmeAccount,
+        contact: Option<String>,
+    ) {
+        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+        if let Err(e) = account.update_contacts(&contacts).await {
+            tracing::warn!(error = %e, "could not update the ACME account's contact to {}", contact.as_deref().unwrap_or("none"));
+            return;
+        }
+        stored.contact = contact.clone();
+        let audit = AuditEntry::new(
+            None,
+            "tls.acme_account.contact",
+            Some(self.settings.directory.clone()),
+        );
+        match blocking(&self.store, move |s| s.put_acme_account(&stored, &audit)).await {
+            Ok(()) => tracing::info!(
+                contact = contact.as_deref().unwrap_or("-"),
+                "ACME account contact updated"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not store the ACME account's new contact"),
+        }
     }
 
     /// One order: challenges, issuance, checks. The certificate is not installed yet.
