@@ -6,12 +6,13 @@
 #   mmdebstrap                    (images/rserve-base/build-from-debian.sh)
 #   python3, python3-websocket    (scripts/rserve_ocap_probe.py)
 #   ca-certificates
+#   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
 # Docker itself is expected to be installed and running already.
 # Runs `apt-get update` only when something is missing. Quiet on success.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates)
+PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates pebble)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -184,3 +184,42 @@ impl AuditEntry {
         self
     }
 }
+
+/// An ACME account at one CA directory. `credentials` is the ACME client's own JSON
+/// (it holds the account's private key): a secret, never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeAccount {
+    pub directory: String,
+    pub credentials: String,
+    pub contact: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A certificate obtained from an ACME CA: PEM chain (leaf first) and its private key
+/// (a secret). `name` identifies it: the CA directory and the sorted domain names, so
+/// changing either makes a new certificate rather than serving one that does not fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    pub name: String,
+    pub directory: String,
+    pub domains: Vec<String>,
+    pub chain_pem: String,
+    pub key_pem: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+impl StoredCertificate {
+    /// The store key for a certificate of `domains` from `directory`.
+    pub fn name_for(directory: &str, domains: &[String]) -> String {
+        let mut sorted = domains.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        format!("{directory} {}", sorted.join(","))
+    }
+}
