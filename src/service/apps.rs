@@ -270,6 +270,10 @@ async fn spec(state: &AppState, app: &App) -> AppSpec {
         entry_script: app.entry_script.clone(),
         replicas: app.replicas,
         code_dir,
+        // Per-app settings are wired in by the service layer's own change.
+        memory_mb: None,
+        cpus: None,
+        env: Vec::new(),
     }
 }
 
