@@ -56,6 +56,9 @@ enum Command {
     /// Manage users while the server is stopped.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Remove every container and image rserve-proxy created, for all apps (base
+    /// images stay). Run it with the server stopped; apps can be started again later.
+    Cleanup,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Admin(cmd) => admin(config, cmd),
+        Command::Cleanup => cleanup(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +134,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rserve-proxy cleanup`: containers and images of every app, through the spawner.
+fn cleanup(config: Config) -> Result<(), String> {
+    // Holding the store's lock proves no server is running (it would restart what
+    // we remove). Without a store there is no server of this data dir either.
+    let _lock = if config.state_file().exists() {
+        Some(Store::open(&config.state_file()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let report = rt
+        .block_on(DockerSpawner::new(&config.docker_socket).cleanup_all())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "removed {} container(s) and {} image(s)",
+        report.containers, report.images
+    );
+    Ok(())
 }
 
 fn read_password(from_stdin: bool) -> Result<(String, bool), String> {

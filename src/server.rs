@@ -171,7 +171,9 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
-        let spawner = Arc::new(DockerSpawner::new(&self.config.docker_socket));
+        let docker = DockerSpawner::new(&self.config.docker_socket);
+        tokio::spawn(docker.clone().run_watcher(shutdown.clone()));
+        let spawner = Arc::new(docker);
         let state = AppState::new(self.store.clone(), spawner, self.config.clone());
         tokio::spawn(purge_sessions(self.store.clone(), shutdown.clone()));
         let app = api::router(state);

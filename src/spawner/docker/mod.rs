@@ -68,6 +68,7 @@ const LABEL_PROBE: &str = "rserve-proxy.probe";
 const STOP_TIMEOUT_SECS: i32 = 10;
 const RESTART_RETRIES: i64 = 5;
 const PIDS_LIMIT: i64 = 256;
+const REPLICA_USER: &str = "65534:65534";
 /// Per request, until Docker's response headers (streams are not cut).
 const REQUEST_TIMEOUT_SECS: u64 = 30;
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -882,12 +883,17 @@ impl DockerSpawner {
         let mut output =
             docker.build_image(options, None, Some(bollard::body_full(context.into())));
         let mut failure = None;
+        // Layers this build committed (" ---> <id>"), to clean up if it fails.
+        let mut layers: Vec<String> = Vec::new();
         while let Some(item) = output.next().await {
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream {
                         for line in text.lines() {
                             let line = line.trim_end();
+                            if let Some(id) = layer_id(line) {
+                                layers.push(id.to_string());
+                            }
                             if !line.is_empty() {
                                 self.log_line(app, line);
                             }
@@ -917,6 +923,16 @@ impl DockerSpawner {
             } else {
                 format!("{}\n({})", tail.join("\n"), error.trim())
             };
+            // The classic builder keeps a failed build's layers as unlabelled images
+            // nothing would ever remove. Newest first; layers shared with other
+            // images (the base, cached package layers) refuse to go, which is right.
+            for id in layers.iter().rev() {
+                if !base_id.contains(id.as_str()) {
+                    let _ = docker
+                        .remove_image(id, None::<RemoveImageOptions>, None)
+                        .await;
+                }
+            }
             return Err(fail(reason, self));
         }
         if !self.app_image_exists(docker, &reference, app).await? {
@@ -1136,6 +1152,8 @@ impl DockerSpawner {
         };
         ContainerCreateBody {
             image: Some(image.to_string()),
+            // nobody: the code is readable, not writable (use tempdir()).
+            user: Some(REPLICA_USER.into()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             host_config: Some(host),
@@ -1433,6 +1451,12 @@ async fn container_tail(docker: &Docker, id: &str, lines: usize) -> Vec<String> 
     let skip = out.len().saturating_sub(lines);
     out.drain(..skip);
     out
+}
+
+/// The image id in a classic-builder line like ` ---> 3afd244a747c`.
+fn layer_id(line: &str) -> Option<&str> {
+    let id = line.trim().strip_prefix("---> ")?.trim();
+    (id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
 }
 
 /// The last lines of build output that came from the build's commands, not from
@@ -1816,6 +1840,14 @@ mod tests {
         let mut d = a.clone();
         d.env.push(("A".into(), "1".into()));
         assert_ne!(base, config_hash(&d, "img:1"));
+    }
+
+    #[test]
+    fn layer_ids_from_build_output() {
+        assert_eq!(layer_id(" ---> 3afd244a747c"), Some("3afd244a747c"));
+        assert_eq!(layer_id(" ---> Running in 7df167bdd784"), None);
+        assert_eq!(layer_id(" ---> Using cache"), None);
+        assert_eq!(layer_id("Step 2/5 : COPY rootfs/ /"), None);
     }
 
     #[test]
