@@ -347,7 +347,26 @@ async fn hello_lifecycle() {
     std::io::Write::write_all(&mut f, b"\n# changed\n").unwrap();
     drop(f);
     let t = Instant::now();
-    s.start(&spec).await.expect("start after a code change");
+    let building = {
+        let (s, spec) = (s.clone(), spec.clone());
+        tokio::spawn(async move { s.start(&spec).await })
+    };
+    // While it builds: status `building`, and the log streams live until the end.
+    wait_for(s, spec.id, Duration::from_secs(30), "building", |r| {
+        r.status == AppStatus::Building
+    })
+    .await;
+    let live: Vec<String> = tokio::time::timeout(
+        Duration::from_secs(180),
+        s.logs(spec.id, LogSource::Build).await.unwrap().collect(),
+    )
+    .await
+    .expect("the live build log ends when the build does");
+    assert!(
+        live.iter().any(|l| l.contains("rserve-proxy: built")),
+        "{live:?}"
+    );
+    building.await.unwrap().expect("start after a code change");
     let rebuilt = t.elapsed();
     assert_eq!(s.build_count(spec.id), 2);
     wait_for(

@@ -222,6 +222,20 @@ impl DockerSpawner {
         r
     }
 
+    /// Like `mutate`, but subscribers hear of it only if some app's runtime view (or
+    /// Docker's availability) actually changed: a quiet poll wakes nobody.
+    fn mutate_quietly<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = lock(&self.inner.state);
+        let before = state.fingerprint();
+        let r = f(&mut state);
+        let changed = state.fingerprint() != before;
+        drop(state);
+        if changed {
+            self.inner.changes.send_modify(|g| *g += 1);
+        }
+        r
+    }
+
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&lock(&self.inner.state))
     }
@@ -268,7 +282,7 @@ impl DockerSpawner {
     fn lost(&self, why: impl std::fmt::Display) -> SpawnerError {
         let msg = self.unreachable_msg(why);
         *lock(&self.inner.client) = None;
-        self.mutate(|s| {
+        self.mutate_quietly(|s| {
             s.unavailable = Some(msg.clone());
             s.synced = false;
         });
@@ -362,6 +376,7 @@ impl DockerSpawner {
         tracing::info!(socket = %self.inner.socket, "watching Docker events");
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 changed = shutdown.changed() => {
@@ -422,7 +437,7 @@ impl DockerSpawner {
             .filter(|(_, r)| r.state == "exited")
             .collect();
         let busy = self.busy_apps();
-        self.mutate(|s| {
+        self.mutate_quietly(|s| {
             // An app whose operation began or ended during the listing has newer
             // knowledge than the listing; leave it to its operation and the events.
             let changed = |app: Uuid| busy.contains(&app) || s.epochs.get(&app) != epochs.get(&app);
@@ -467,7 +482,7 @@ impl DockerSpawner {
                 let Some((app, r)) = replica_from(&info) else {
                     return Ok(());
                 };
-                let phase = self.mutate(|s| s.upsert(app, r.clone()));
+                let phase = self.mutate_quietly(|s| s.upsert(app, r.clone()));
                 if action == "die" && matches!(phase, Phase::Idle | Phase::Building) {
                     self.on_die(docker, app, &r).await;
                 }

@@ -209,6 +209,12 @@ impl State {
         self.apps.entry(app).or_default()
     }
 
+    /// Everything subscribers can see: availability and each app's runtime view.
+    pub fn fingerprint(&self) -> (Option<String>, HashMap<Uuid, AppRuntime>) {
+        let apps = self.apps.iter().map(|(id, e)| (*id, e.runtime())).collect();
+        (self.unavailable.clone(), apps)
+    }
+
     pub fn runtime(&self, app: Uuid) -> AppRuntime {
         if let Some(why) = &self.unavailable {
             let mut r = AppRuntime::stopped();
