@@ -222,9 +222,10 @@ pub trait Spawner: Send + Sync + 'static {
     /// Remove everything the backend holds for the app: replicas and images.
     async fn remove(&self, app_id: Uuid) -> Result<(), SpawnerError>;
 
-    /// The app's build log (the last build replayed, then live lines until it ends)
-    /// or its replicas' output (recent lines, then followed until they stop; each line
-    /// prefixed with the replica's name).
+    /// The app's build log (the last build by this process replayed, then live lines
+    /// until it ends; empty if there was none) or its replicas' output (the last 200
+    /// lines of each, then followed until they stop; each line prefixed with the
+    /// replica's name and ` | `; ends at once when there are no replicas).
     async fn logs(&self, app_id: Uuid, source: LogSource) -> Result<LogStream, SpawnerError>;
 
     /// Bring the backend's view in line with the caller's records, at startup and

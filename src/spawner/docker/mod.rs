@@ -56,8 +56,6 @@ pub const LABEL_SLUG: &str = "rserve-proxy.slug";
 pub const LABEL_REPLICA: &str = "rserve-proxy.replica";
 /// On replicas: hash of the image and settings they were created with.
 pub const LABEL_CONFIG: &str = "rserve-proxy.config";
-/// On app images: the content hash (also the tag).
-pub const LABEL_HASH: &str = "rserve-proxy.image-hash";
 /// On a base image: whether it has pak (`true`/a version, or `false`). Without it,
 /// a short-lived container asks R.
 pub const LABEL_PAK: &str = "rserve-proxy.pak";
@@ -874,32 +872,35 @@ impl DockerSpawner {
             );
             i
         };
-        let support =
-            image::support_files(base_ref, installer, &inputs.packages, &spec.entry_script);
+        let support = image::support_files(&image::Template {
+            base_ref,
+            app_id: app,
+            slug: &spec.slug,
+            installer,
+            packages: &inputs.packages,
+            entry_script: &spec.entry_script,
+        });
         let context = tokio::task::spawn_blocking(move || image::context_tar(&support, &tree))
             .await
             .map_err(|e| SpawnerError::Internal(format!("build context stopped: {e}")))?
             .map_err(|e| fail(e, self))?;
 
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_string(), MANAGED_BY.to_string()),
-            (LABEL_APP.to_string(), app.to_string()),
-            (LABEL_SLUG.to_string(), spec.slug.clone()),
-            (LABEL_HASH.to_string(), img.tag.clone()),
-        ]);
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".into(),
             t: Some(reference.clone()),
             rm: true,
             forcerm: true,
-            labels: Some(labels),
+            // Labels are in the Dockerfile: as build options they would add an
+            // uncached step to every build.
             ..Default::default()
         };
         let mut output =
             docker.build_image(options, None, Some(bollard::body_full(context.into())));
         let mut failure = None;
-        // Layers this build committed (" ---> <id>"), to clean up if it fails.
+        // Layers this build committed (" ---> <id>", not after "Using cache"), to
+        // clean up if it fails.
         let mut layers: Vec<String> = Vec::new();
+        let mut cached = false;
         while let Some(item) = output.next().await {
             match item {
                 Ok(info) => {
@@ -907,7 +908,12 @@ impl DockerSpawner {
                         for line in text.lines() {
                             let line = line.trim_end();
                             if let Some(id) = layer_id(line) {
-                                layers.push(id.to_string());
+                                if !cached {
+                                    layers.push(id.to_string());
+                                }
+                            }
+                            if !line.trim().is_empty() {
+                                cached = line.trim() == "---> Using cache";
                             }
                             if !line.is_empty() {
                                 self.log_line(app, line);
@@ -940,7 +946,7 @@ impl DockerSpawner {
             };
             // The classic builder keeps a failed build's layers as unlabelled images
             // nothing would ever remove. Newest first; layers shared with other
-            // images (the base, cached package layers) refuse to go, which is right.
+            // images refuse to go, which is right.
             for id in layers.iter().rev() {
                 if !base_id.contains(id.as_str()) {
                     let _ = docker
@@ -1373,6 +1379,20 @@ impl DockerSpawner {
     }
 }
 
+/// What the API validates, checked again where it becomes names and labels.
+fn check_spec(spec: &AppSpec) -> Result<(), SpawnerError> {
+    if !image::valid_slug(&spec.slug) {
+        return Err(SpawnerError::Conflict(format!(
+            "slug {:?} cannot name containers",
+            spec.slug
+        )));
+    }
+    if spec.replicas == 0 {
+        return Err(SpawnerError::Conflict("replicas must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// Hash of what a replica is made of: image and settings. Replicas whose label
 /// differs are replaced by `start`.
 fn config_hash(spec: &AppSpec, image: &str) -> String {
@@ -1625,6 +1645,7 @@ impl Spawner for DockerSpawner {
     }
 
     async fn start(&self, spec: &AppSpec) -> Result<AppStatus, SpawnerError> {
+        check_spec(spec)?;
         let _op = self.op_lock(spec.id).await;
         let docker = self.docker().await?;
         let image = self.ensure_image(&docker, spec, false).await?;
@@ -1638,6 +1659,7 @@ impl Spawner for DockerSpawner {
     }
 
     async fn rebuild(&self, spec: &AppSpec) -> Result<(String, String), SpawnerError> {
+        check_spec(spec)?;
         let _op = self.op_lock(spec.id).await;
         let docker = self.docker().await?;
         let image = self.ensure_image(&docker, spec, true).await?;
