@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// Builds share cached layers (HEALTHCHECK/CMD, package layers) that Docker deletes
+/// when it removes the last image built on them, even while a build uses one as its
+/// parent. Builds hold this shared, image removals exclusively. One per process: it
+/// is about the daemon's image store, not one spawner.
+static LAYERS: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+enum BuildRun {
+    Done,
+    /// Docker's error and the layers the build committed before it.
+    Failed {
+        error: String,
+        layers: Vec<String>,
+    },
+}
+
 impl DockerSpawner {
     /// The base image's reference and id, or a build failure saying what exists.
     pub(super) async fn base_image(
@@ -352,54 +367,32 @@ impl DockerSpawner {
             .map_err(|e| SpawnerError::Internal(format!("build context stopped: {e}")))?
             .map_err(|e| fail(e, self))?;
 
-        let options = BuildImageOptions {
-            dockerfile: "Dockerfile".into(),
-            t: Some(reference.clone()),
-            rm: true,
-            forcerm: true,
-            // Labels are in the Dockerfile: as build options they would add an
-            // uncached step to every build.
-            ..Default::default()
-        };
-        let mut output =
-            docker.build_image(options, None, Some(bollard::body_full(context.into())));
-        let mut failure = None;
-        // Layers this build committed (" ---> <id>", not after "Using cache"), to
-        // clean up if it fails.
-        let mut layers: Vec<String> = Vec::new();
-        let mut cached = false;
-        while let Some(item) = output.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(text) = info.stream {
-                        for line in text.lines() {
-                            let line = line.trim_end();
-                            if let Some(id) = layer_id(line) {
-                                if !cached {
-                                    layers.push(id.to_string());
-                                }
-                            }
-                            if !line.trim().is_empty() {
-                                cached = line.trim() == "---> Using cache";
-                            }
-                            if !line.is_empty() {
-                                self.log_line(app, line);
-                            }
-                        }
-                    }
+        // A cached layer another app's image removal deleted mid-build (Docker does
+        // not protect a build's parents) fails the build; building again fixes it.
+        let context = bytes::Bytes::from(context);
+        let mut retried = false;
+        let outcome = loop {
+            let shared = LAYERS.read().await;
+            let run = self
+                .run_build(docker, app, &reference, context.clone())
+                .await;
+            drop(shared);
+            match run? {
+                BuildRun::Failed { error, .. }
+                    if !retried
+                        && (error.contains("unknown parent image")
+                            || error.contains("No such image")) =>
+                {
+                    retried = true;
+                    self.log_line(
+                        app,
+                        "rserve-proxy: a cached layer was removed during the build; building again",
+                    );
                 }
-                Err(DockerError::DockerStreamError { error }) => {
-                    failure = Some(error);
-                    break;
-                }
-                Err(e) if is_connection_error(&e) => return Err(self.fail(e, "build the image")),
-                Err(e) => {
-                    failure = Some(docker_message(&e));
-                    break;
-                }
+                other => break other,
             }
-        }
-        if let Some(error) = failure {
+        };
+        if let BuildRun::Failed { error, layers } = outcome {
             let tail = self.read(|s| {
                 s.apps
                     .get(&app)
@@ -414,6 +407,7 @@ impl DockerSpawner {
             // The classic builder keeps a failed build's layers as unlabelled images
             // nothing would ever remove. Newest first; layers shared with other
             // images refuse to go, which is right.
+            let _exclusive = LAYERS.write().await;
             for id in layers.iter().rev() {
                 if !base_id.contains(id.as_str()) {
                     let _ = docker
@@ -439,8 +433,61 @@ impl DockerSpawner {
         Ok(img)
     }
 
+    /// One `docker build`, its output going to the app's build log.
+    async fn run_build(
+        &self,
+        docker: &Docker,
+        app: Uuid,
+        reference: &str,
+        context: bytes::Bytes,
+    ) -> Result<BuildRun, SpawnerError> {
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(reference.to_string()),
+            rm: true,
+            forcerm: true,
+            // Labels are in the Dockerfile: as build options they would add an
+            // uncached step to every build.
+            ..Default::default()
+        };
+        let mut output = docker.build_image(options, None, Some(bollard::body_full(context)));
+        // Layers this build committed (" ---> <id>", not after "Using cache").
+        let mut layers: Vec<String> = Vec::new();
+        let mut cached = false;
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(info) => {
+                    for line in info.stream.as_deref().unwrap_or("").lines() {
+                        let line = line.trim_end();
+                        if let Some(id) = layer_id(line) {
+                            if !cached {
+                                layers.push(id.to_string());
+                            }
+                        }
+                        if !line.trim().is_empty() {
+                            cached = line.trim() == "---> Using cache";
+                            self.log_line(app, line);
+                        }
+                    }
+                }
+                Err(DockerError::DockerStreamError { error }) => {
+                    return Ok(BuildRun::Failed { error, layers })
+                }
+                Err(e) if is_connection_error(&e) => return Err(self.fail(e, "build the image")),
+                Err(e) => {
+                    return Ok(BuildRun::Failed {
+                        error: docker_message(&e),
+                        layers,
+                    })
+                }
+            }
+        }
+        Ok(BuildRun::Done)
+    }
+
     /// Remove the app's images other than `keep` (in-use ones stay; errors ignored).
     pub(super) async fn prune_images(&self, docker: &Docker, app: Uuid, keep: &str) {
+        let _exclusive = LAYERS.write().await;
         let Ok(images) = docker
             .list_images(Some(ListImagesOptions {
                 filters: Some(app_filter(app)),
@@ -465,6 +512,7 @@ impl DockerSpawner {
         docker: &Docker,
         filters: HashMap<String, Vec<String>>,
     ) -> Result<usize, SpawnerError> {
+        let _exclusive = LAYERS.write().await;
         let images = docker
             .list_images(Some(ListImagesOptions {
                 filters: Some(filters),

@@ -270,6 +270,20 @@ impl DockerSpawner {
             .collect()
     }
 
+    /// Without a watcher having polled yet (first call, or Docker just lost), look now
+    /// rather than answer from nothing — briefly: a hung Docker must not hang callers.
+    async fn sync_if_needed(&self) {
+        if self.read(|s| s.synced) {
+            return;
+        }
+        if tokio::time::timeout(Duration::from_secs(3), self.refresh())
+            .await
+            .is_err()
+        {
+            self.lost("no answer within 3 s");
+        }
+    }
+
     /// Image builds this process did for the app (for tests and metrics).
     pub fn build_count(&self, app: Uuid) -> u64 {
         self.read(|s| s.apps.get(&app).map_or(0, |e| e.builds))
@@ -390,18 +404,12 @@ impl Spawner for DockerSpawner {
     }
 
     async fn runtime(&self, app_id: Uuid) -> AppRuntime {
-        // Without a watcher having polled yet (first call, or Docker just lost), look
-        // now rather than answer from nothing.
-        if !self.read(|s| s.synced) {
-            let _ = self.refresh().await;
-        }
+        self.sync_if_needed().await;
         self.read(|s| s.runtime(app_id))
     }
 
     async fn runtimes(&self) -> HashMap<Uuid, AppRuntime> {
-        if !self.read(|s| s.synced) {
-            let _ = self.refresh().await;
-        }
+        self.sync_if_needed().await;
         self.read(|s| {
             if s.unavailable.is_some() {
                 return HashMap::new();

@@ -289,7 +289,9 @@ impl DockerSpawner {
             });
         }
         self.refresh_app(docker, spec.id).await?;
-        self.prune_images(docker, spec.id, &reference).await;
+        // Off the start path: it waits for other apps' builds to finish.
+        let (this, docker, app) = (self.clone(), docker.clone(), spec.id);
+        tokio::spawn(async move { this.prune_images(&docker, app, &reference).await });
         Ok(AppStatus::Starting)
     }
 
