@@ -56,13 +56,19 @@ async fn env() -> Option<Env> {
         if ci {
             panic!("CI=true and the Docker spawner tests cannot run: {problem}");
         }
-        eprintln!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED: Docker spawner tests need Docker and rserve-base:latest.\n\
-             !!! {problem}\n\
-             !!! (With CI=true this is a failure.)\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
+        // Straight to stderr, not eprintln!: the test harness would swallow that for a
+        // passing test, and this must be seen. Once per run is enough.
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let msg = format!(
+                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                 !!! SKIPPED: Docker spawner tests need Docker and rserve-base:latest.\n\
+                 !!! {problem}\n\
+                 !!! (With CI=true this is a failure.)\n\
+                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+        });
         return None;
     }
     let docker = Docker::connect_with_unix(&socket().to_string_lossy(), 30, API_DEFAULT_VERSION)
