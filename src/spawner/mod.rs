@@ -74,7 +74,7 @@ pub enum AppStatus {
 }
 
 /// One replica, in the contract's shape.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerInfo {
     /// Short (12 character) container id.
