@@ -63,9 +63,26 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     Router::new()
         .nest("/api", api)
+        // `nest` does not cover `/api/` itself; it is still an API path (JSON 404).
+        .route("/api/", axum::routing::any(api_not_found))
         .route("/", get(index))
         .fallback(not_found_page)
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Everything logged while handling a request carries the proxy's request id.
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    next.run(req)
+        .instrument(tracing::info_span!("request", request_id = %id))
+        .await
 }
 
 async fn api_not_found() -> ApiError {

@@ -5,6 +5,7 @@
 //! The request path reads only its per-request `Ctx` and an immutable route snapshot:
 //! no locks, no store.
 
+pub mod https;
 pub mod request_id;
 pub mod routes;
 
@@ -34,7 +35,8 @@ const HOP_BY_HOP: &[&str] = &[
 pub struct FrontDoor {
     control_plane: Box<HttpPeer>,
     routes: Arc<ArcSwap<RouteTable>>,
-    tls: bool,
+    /// Set when TLS is on: challenges, redirect to HTTPS, HSTS.
+    https: Option<https::HttpsPolicy>,
 }
 
 impl FrontDoor {
@@ -43,8 +45,14 @@ impl FrontDoor {
         Ok(FrontDoor {
             control_plane: Box::new(peer),
             routes,
-            tls: false,
+            https: None,
         })
+    }
+
+    /// Turn on the TLS behaviour (see `https.rs`).
+    pub fn with_https(mut self, policy: https::HttpsPolicy) -> Self {
+        self.https = Some(policy);
+        self
     }
 }
 
@@ -60,6 +68,10 @@ pub struct Ctx {
     pub request_id: String,
     pub started: Instant,
     pub target: Target,
+    /// The request came over TLS.
+    pub tls: bool,
+    /// `Strict-Transport-Security` for this response, if any.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 fn client_ip(session: &Session) -> Option<String> {
@@ -97,6 +109,9 @@ async fn respond(session: &mut Session, ctx: &Ctx, status: u16, message: &str) -
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(h) = &ctx.hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
@@ -113,6 +128,8 @@ impl ProxyHttp for FrontDoor {
             request_id: String::new(),
             started: Instant::now(),
             target: Target::Local,
+            tls: false,
+            hsts: None,
         }
     }
 
@@ -123,6 +140,14 @@ impl ProxyHttp for FrontDoor {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok()),
         );
+        ctx.tls = https::is_tls(session);
+        if let Some(policy) = &self.https {
+            ctx.hsts = policy.hsts(ctx.tls);
+            if policy.intercept(session, ctx.tls, &ctx.request_id).await? {
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
         let segment = paths::first_segment(req.uri.path());
         if paths::is_admin_segment(segment) {
             ctx.target = Target::ControlPlane;
@@ -166,7 +191,7 @@ impl ProxyHttp for FrontDoor {
                 upstream.remove_header("x-forwarded-for");
             }
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         let host = session
             .req_header()
             .headers
@@ -188,6 +213,9 @@ impl ProxyHttp for FrontDoor {
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(h) = &ctx.hsts {
+            upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
+        }
         Ok(())
     }
 

@@ -3,11 +3,14 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -20,21 +23,23 @@ use rserve_proxy::service::AppState;
 use rserve_proxy::spawner::{
     AppRuntime, AppSpec, AppStatus, ContainerInfo, LogSource, LogStream, Spawner, SpawnerError,
 };
-use rserve_proxy::store::Store;
+use rserve_proxy::store::{Store, StoreError};
 
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
+/// Password of users made by `Harness::user`.
+pub const USER_PASSWORD: &str = "user-password-1";
 
 /// In-memory spawner: `start` makes an app running with `replicas` fake containers.
 #[derive(Default)]
 pub struct FakeSpawner {
-    pub down: std::sync::atomic::AtomicBool,
+    pub down: AtomicBool,
     pub running: Mutex<HashMap<Uuid, u32>>,
     pub calls: Mutex<Vec<String>>,
 }
 
 impl FakeSpawner {
     fn check(&self) -> Result<(), SpawnerError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.down.load(Ordering::SeqCst) {
             Err(SpawnerError::Unavailable("fake Docker is down".into()))
         } else {
             Ok(())
@@ -152,17 +157,50 @@ impl Harness {
         let spawner = Arc::new(FakeSpawner::default());
         let state = AppState::new(store, spawner.clone(), Arc::new(config));
         let router = rserve_proxy::api::router(state.clone());
-        Harness { dir, state, spawner, router }
+        Harness {
+            dir,
+            state,
+            spawner,
+            router,
+        }
     }
 
     /// Drop the store and open it again from the same files.
     pub async fn restart(self) -> Self {
-        let Harness { dir, state, router, .. } = self;
+        let Harness {
+            dir, state, router, ..
+        } = self;
         drop(router);
         drop(state);
-        // The token-use recorder holds a store clone until its channel closes.
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        // The token-use recorder holds a store clone until it sees its channel close:
+        // wait (bounded) for the file lock to be free rather than guess a delay.
+        let state_file = dir.path().join("state.redb");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Store::open(&state_file) {
+                Ok(store) => break drop(store),
+                Err(StoreError::InUse { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("reopening the store: {e}"),
+            }
+        }
         Self::open(dir, |_| {}).await
+    }
+
+    /// Make the fake Docker unreachable (or reachable again).
+    pub fn docker_down(&self, down: bool) {
+        self.spawner.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The spawner calls made so far (`start <slug>`, `remove <id>`, …).
+    pub fn spawner_calls(&self) -> Vec<String> {
+        self.spawner.calls.lock().unwrap().clone()
+    }
+
+    /// Where an app's uploaded code lives: `<data>/uploads/<app-id>`.
+    pub fn upload_dir(&self, app_id: &str) -> PathBuf {
+        self.dir.path().join("uploads").join(app_id)
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
@@ -172,7 +210,12 @@ impl Harness {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub fn request(method: Method, path: &str, cred: &Cred) -> axum::http::request::Builder {
@@ -189,8 +232,30 @@ impl Harness {
     }
 
     /// A JSON request (`body: None` sends no body).
-    pub async fn call(&self, method: Method, path: &str, cred: &Cred, body: Option<Value>) -> Reply {
-        let b = Self::request(method, path, cred);
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_with(method, path, cred, body, &[]).await
+    }
+
+    /// Like `call`, with extra headers that replace the defaults (e.g. `x-forwarded-for`).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Value>,
+        headers: &[(&'static str, &str)],
+    ) -> Reply {
+        let mut b = Self::request(method, path, cred);
+        let h = b.headers_mut().unwrap();
+        for (name, value) in headers {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
         let req = match body {
             Some(v) => b
                 .header(header::CONTENT_TYPE, "application/json")
@@ -202,7 +267,14 @@ impl Harness {
     }
 
     /// A raw body with a content type (for malformed-JSON tests).
-    pub async fn call_raw(&self, method: Method, path: &str, cred: &Cred, content_type: &str, body: &str) -> Reply {
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        content_type: &str,
+        body: &str,
+    ) -> Reply {
         let req = Self::request(method, path, cred)
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body.to_string()))
@@ -210,14 +282,20 @@ impl Harness {
         self.send(req).await
     }
 
-    /// Log in and return the session id from the cookie.
+    /// Log in and return the session id from the cookie. Each helper login comes from
+    /// an address of its own, so helpers never use up the login rate limit of the
+    /// address the tests send from.
     pub async fn login(&self, username: &str, password: &str) -> Cred {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let ip = format!("198.51.{}.{}", (n / 250) % 250, n % 250 + 1);
         let r = self
-            .call(
+            .call_with(
                 Method::POST,
                 "/api/auth/login",
                 &Cred::None,
                 Some(serde_json::json!({ "username": username, "password": password })),
+                &[("x-forwarded-for", &ip)],
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "login failed: {}", r.text);
@@ -228,19 +306,28 @@ impl Harness {
         self.login("admin", ADMIN_PASSWORD).await
     }
 
-    /// Create a user (as admin) and log in as them.
+    /// Create a user (as admin, password `USER_PASSWORD`) and log in as them.
     pub async fn user(&self, admin: &Cred, username: &str) -> (Cred, String) {
         let r = self
             .call(
                 Method::POST,
                 "/api/users",
                 admin,
-                Some(serde_json::json!({ "username": username, "password": "user-password-1" })),
+                Some(serde_json::json!({ "username": username, "password": USER_PASSWORD })),
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         let id = r.body["user"]["id"].as_str().unwrap().to_string();
-        (self.login(username, "user-password-1").await, id)
+        (self.login(username, USER_PASSWORD).await, id)
+    }
+
+    /// The id of the authenticated user.
+    pub async fn me(&self, cred: &Cred) -> String {
+        let r = self.call(Method::GET, "/api/auth/me", cred, None).await;
+        r.expect(StatusCode::OK)["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// Create an upload app and return its id.
@@ -257,23 +344,106 @@ impl Harness {
         r.body["app"]["id"].as_str().unwrap().to_string()
     }
 
-    /// Multipart upload of one file.
+    /// Multipart upload of one file (field `file`).
     pub async fn upload(&self, cred: &Cred, app_id: &str, filename: &str, data: &[u8]) -> Reply {
+        self.multipart(cred, app_id, &[Part::file("file", filename, data)])
+            .await
+    }
+
+    /// Multipart upload of any parts (files and plain fields).
+    pub async fn multipart(&self, cred: &Cred, app_id: &str, parts: &[Part<'_>]) -> Reply {
         let boundary = "----rsp-test-boundary";
         let mut body = Vec::new();
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        for part in parts {
+            let filename = part
+                .filename
+                .map(|f| format!("; filename=\"{f}\""))
+                .unwrap_or_default();
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"{filename}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    part.name
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(part.data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         let req = Self::request(Method::POST, &format!("/api/apps/{app_id}/upload"), cred)
-            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(Body::from(body))
             .unwrap();
         self.send(req).await
+    }
+}
+
+/// One part of a multipart body.
+pub struct Part<'a> {
+    pub name: &'a str,
+    /// `None` makes a plain form field.
+    pub filename: Option<&'a str>,
+    pub data: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    pub fn file(name: &'a str, filename: &'a str, data: &'a [u8]) -> Self {
+        Part {
+            name,
+            filename: Some(filename),
+            data,
+        }
+    }
+
+    pub fn field(name: &'a str, data: &'a [u8]) -> Self {
+        Part {
+            name,
+            filename: None,
+            data,
+        }
+    }
+}
+
+impl Reply {
+    /// Assert the status (showing the body when it differs); returns the JSON body.
+    #[track_caller]
+    pub fn expect(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        &self.body
+    }
+
+    /// Assert a contract error: this status and exactly `{"error": message}`.
+    #[track_caller]
+    pub fn expect_error(&self, status: StatusCode, message: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.body, serde_json::json!({ "error": message }));
+    }
+
+    /// Assert a 400 validation error with a `details` entry containing `needle`.
+    #[track_caller]
+    pub fn expect_invalid(&self, needle: &str) {
+        assert_eq!(self.status, StatusCode::BAD_REQUEST, "body: {}", self.text);
+        let error = self.body["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("Validation failed: "), "{}", self.text);
+        let details = self.body["details"].as_array().expect("details");
+        assert!(
+            details
+                .iter()
+                .any(|d| d.as_str().is_some_and(|d| d.contains(needle))),
+            "no detail containing {needle:?}: {}",
+            self.text
+        );
+    }
+
+    /// Assert a 400 whose `error` contains `needle` (bodies, ids, uploads).
+    #[track_caller]
+    pub fn expect_bad_request(&self, needle: &str) {
+        assert_eq!(self.status, StatusCode::BAD_REQUEST, "body: {}", self.text);
+        let error = self.body["error"].as_str().expect("an error message");
+        assert!(error.contains(needle), "error {error:?} lacks {needle:?}");
     }
 }
 
