@@ -16,8 +16,9 @@ use crate::proxy::routes::RouteTable;
 use crate::proxy::FrontDoor;
 use crate::service::AppState;
 use crate::spawner::docker::DockerSpawner;
+use crate::spawner::Spawner;
 use crate::store::{Store, StoreError};
-use crate::{api, bootstrap};
+use crate::{api, bootstrap, runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -212,7 +213,12 @@ impl BackgroundService for ControlPlane {
         };
         let docker = DockerSpawner::new(&self.config.docker_socket);
         tokio::spawn(docker.clone().run_watcher(shutdown.clone()));
-        let spawner = Arc::new(docker);
+        let spawner: Arc<dyn Spawner> = Arc::new(docker);
+        tokio::spawn(runtime::run(
+            self.store.clone(),
+            spawner.clone(),
+            shutdown.clone(),
+        ));
         let state = AppState::new(self.store.clone(), spawner, self.config.clone());
         tokio::spawn(purge_sessions(self.store.clone(), shutdown.clone()));
         let app = api::router(state);
