@@ -138,19 +138,23 @@ fn main() -> ExitCode {
 
 /// `rserve-proxy cleanup`: containers and images of every app, through the spawner.
 fn cleanup(config: Config) -> Result<(), String> {
-    // Holding the store's lock proves no server is running (it would restart what
-    // we remove). Without a store there is no server of this data dir either.
-    let _lock = if config.state_file().exists() {
-        Some(Store::open(&config.state_file()).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
+    // What we remove is what this data dir's instance created; holding the store's
+    // lock also proves no server of it is running (it would restart what we remove).
+    if !config.state_file().exists() {
+        println!(
+            "no state in {}: this data dir has created no containers",
+            config.data_dir.display()
+        );
+        return Ok(());
+    }
+    let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
+    let instance = store.instance_id().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let report = rt
-        .block_on(DockerSpawner::new(&config.docker_socket).cleanup_all())
+        .block_on(DockerSpawner::new(&config.docker_socket, &instance.to_string()).cleanup_all())
         .map_err(|e| e.to_string())?;
     println!(
         "removed {} container(s) and {} image(s)",
@@ -175,12 +179,16 @@ fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
 /// local operator.
 fn admin(config: Config, cmd: AdminCommand) -> Result<(), String> {
     let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
+    let instance = store.instance_id().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     rt.block_on(async move {
-        let spawner = Arc::new(DockerSpawner::new(&config.docker_socket));
+        let spawner = Arc::new(DockerSpawner::new(
+            &config.docker_socket,
+            &instance.to_string(),
+        ));
         let state = AppState::new(store, spawner, Arc::new(config));
         let meta = ClientMeta::default();
         let fail = |e: ServiceError| e.to_string();

@@ -102,6 +102,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let control_plane = ControlPlane {
         listener: Mutex::new(Some(control)),
+        instance: store.instance_id()?.to_string(),
         store,
         config: config.clone(),
     };
@@ -193,6 +194,8 @@ impl ShutdownSignalWatch for TerminateGracefully {
 /// The control plane: axum on the unix socket, plus its housekeeping loops.
 struct ControlPlane {
     listener: Mutex<Option<StdUnixListener>>,
+    /// Labels this data dir's containers (see `Store::instance_id`).
+    instance: String,
     store: Store,
     config: Arc<Config>,
 }
@@ -211,7 +214,7 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
-        let docker = DockerSpawner::new(&self.config.docker_socket);
+        let docker = DockerSpawner::new(&self.config.docker_socket, &self.instance);
         tokio::spawn(docker.clone().run_watcher(shutdown.clone()));
         let spawner: Arc<dyn Spawner> = Arc::new(docker);
         tokio::spawn(runtime::run(

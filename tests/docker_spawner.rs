@@ -25,6 +25,10 @@ use uuid::Uuid;
 
 const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 
+/// This test binary's instance label: its spawners see only these tests' apps, never
+/// those of a server another test process runs on the same daemon.
+const INSTANCE: &str = "tests-docker-spawner";
+
 fn socket() -> PathBuf {
     std::env::var_os("RSP_TEST_DOCKER_SOCKET")
         .map(PathBuf::from)
@@ -41,7 +45,7 @@ struct Env {
 
 async fn env() -> Option<Env> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let spawner = DockerSpawner::new(&socket());
+    let spawner = DockerSpawner::new(&socket(), INSTANCE);
     let problem = match spawner.ping().await {
         Err(e) => Some(e.to_string()),
         Ok(()) => match spawner.r_versions().await {
@@ -549,7 +553,7 @@ async fn replicas_survive_a_kill_and_a_restart_of_the_proxy() {
         .iter()
         .map(|c| (c.container_id.clone(), c.started_at.clone()))
         .collect();
-    let fresh = DockerSpawner::new(&socket());
+    let fresh = DockerSpawner::new(&socket(), INSTANCE);
     let known: HashSet<Uuid> = all_app_ids(docker).await;
     let report = fresh.reconcile(&known).await.expect("reconcile");
     assert!(report.adopted.contains(&spec.id), "{report:?}");
@@ -619,7 +623,14 @@ async fn reconcile_removes_strays() {
     s.start(&spec).await.expect("start");
     assert_eq!(containers_of(docker, spec.id).await.len(), 1);
 
-    let fresh = DockerSpawner::new(&socket());
+    // Another instance on the same daemon knows no apps at all, yet removes nothing
+    // of ours: it sees only what carries its own instance label.
+    let other = DockerSpawner::new(&socket(), "tests-some-other-instance");
+    let report = other.reconcile(&HashSet::new()).await.expect("reconcile");
+    assert!(!report.removed.contains(&spec.id), "{report:?}");
+    assert_eq!(containers_of(docker, spec.id).await.len(), 1);
+
+    let fresh = DockerSpawner::new(&socket(), INSTANCE);
     let mut known = all_app_ids(docker).await;
     known.remove(&spec.id);
     let report = fresh.reconcile(&known).await.expect("reconcile");
@@ -631,7 +642,7 @@ async fn reconcile_removes_strays() {
 /// A wrong socket: every call answers `Unavailable`, runtime says why; no panic.
 #[tokio::test]
 async fn wrong_socket_is_unavailable() {
-    let s = DockerSpawner::new(Path::new("/nonexistent/rserve-proxy-test.sock"));
+    let s = DockerSpawner::new(Path::new("/nonexistent/rserve-proxy-test.sock"), INSTANCE);
     let code = hello_code();
     let spec = spec(code.path(), 1);
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -693,7 +704,7 @@ async fn watcher_reconnects_when_docker_returns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("docker.sock");
     let mut link = forward(&path);
-    let s = DockerSpawner::new(&path);
+    let s = DockerSpawner::new(&path, INSTANCE);
     let (_stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(s.clone().run_watcher(rx));
 

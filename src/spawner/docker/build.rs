@@ -357,6 +357,7 @@ impl DockerSpawner {
         let support = image::support_files(&image::Template {
             base_ref,
             app_id: app,
+            instance: &self.inner.instance,
             slug: &spec.slug,
             installer,
             packages: &inputs.packages,

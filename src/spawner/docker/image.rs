@@ -152,6 +152,8 @@ pub struct Template<'a> {
     /// `rserve-base:<rVersion>`, from [`base_image_ref`].
     pub base_ref: &'a str,
     pub app_id: Uuid,
+    /// The rserve-proxy instance (data dir) that owns the app; see `LABEL_INSTANCE`.
+    pub instance: &'a str,
     /// Checked with [`valid_slug`].
     pub slug: &'a str,
     pub installer: Installer,
@@ -192,9 +194,10 @@ pub fn dockerfile(t: &Template) -> String {
         ));
     }
     d.push_str(&format!(
-        "LABEL managed-by=\"rserve-proxy\" rserve-proxy.app-id=\"{app}\" rserve-proxy.slug=\"{slug}\"\n\
+        "LABEL managed-by=\"rserve-proxy\" rserve-proxy.instance=\"{instance}\" rserve-proxy.app-id=\"{app}\" rserve-proxy.slug=\"{slug}\"\n\
          COPY rootfs/ /\n\
          RUN [\"Rscript\", \"{LIB_DIR}/runtime/check.R\"]\n",
+        instance = t.instance,
         app = t.app_id,
         slug = t.slug,
     ));
@@ -660,6 +663,7 @@ mod tests {
         Template {
             base_ref: "rserve-base:4.2.2",
             app_id: Uuid::nil(),
+            instance: "test-instance",
             slug: "demo",
             installer,
             packages,
@@ -672,7 +676,7 @@ mod tests {
         let d = dockerfile(&template(&[], Installer::Pak));
         assert!(d.contains("FROM rserve-base:4.2.2\n"));
         assert!(d.contains(
-            "LABEL managed-by=\"rserve-proxy\" rserve-proxy.app-id=\"00000000-0000-0000-0000-000000000000\" rserve-proxy.slug=\"demo\"\n"
+            "LABEL managed-by=\"rserve-proxy\" rserve-proxy.instance=\"test-instance\" rserve-proxy.app-id=\"00000000-0000-0000-0000-000000000000\" rserve-proxy.slug=\"demo\"\n"
         ));
         assert!(!d.contains("packages"));
         assert!(d.contains("COPY rootfs/ /\n"));

@@ -61,6 +61,10 @@ pub const NETWORK: &str = "rserve-proxy";
 pub const LABEL_MANAGED: &str = "managed-by";
 pub const MANAGED_BY: &str = "rserve-proxy";
 pub const LABEL_APP: &str = "rserve-proxy.app-id";
+/// Which rserve-proxy instance (data dir) owns a container or image. Two instances on
+/// one Docker host (staging and production, or parallel tests) each see, adopt and
+/// clean up only their own.
+pub const LABEL_INSTANCE: &str = "rserve-proxy.instance";
 pub const LABEL_SLUG: &str = "rserve-proxy.slug";
 pub const LABEL_REPLICA: &str = "rserve-proxy.replica";
 /// On replicas: hash of the image and settings they were created with.
@@ -94,6 +98,8 @@ pub struct DockerSpawner {
 
 struct Inner {
     socket: String,
+    /// Value of `LABEL_INSTANCE` on everything this spawner creates and manages.
+    instance: String,
     /// Connected client with a negotiated API version; dropped when Docker is lost.
     client: Mutex<Option<Docker>>,
     state: Mutex<State>,
@@ -177,6 +183,16 @@ fn label_filter(labels: &[String]) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels.to_vec())])
 }
 
+impl DockerSpawner {
+    /// Label filter selecting this instance's app containers and images.
+    pub(super) fn ours(&self) -> HashMap<String, Vec<String>> {
+        label_filter(&[
+            LABEL_APP.to_string(),
+            format!("{LABEL_INSTANCE}={}", self.inner.instance),
+        ])
+    }
+}
+
 fn app_filter(app: Uuid) -> HashMap<String, Vec<String>> {
     label_filter(&[format!("{LABEL_APP}={app}")])
 }
@@ -207,11 +223,14 @@ impl DockerSpawner {
     /// bad socket shows up as `Unavailable` on use, so the rest of the product keeps
     /// working without Docker. Start [`DockerSpawner::run_watcher`] to keep the
     /// runtime view current.
-    pub fn new(socket: &Path) -> Self {
+    /// `instance` identifies this rserve-proxy (its data dir, see
+    /// `Store::instance_id`); only containers and images labelled with it are ours.
+    pub fn new(socket: &Path, instance: &str) -> Self {
         let (changes, _) = watch::channel(0);
         DockerSpawner {
             inner: Arc::new(Inner {
                 socket: socket.to_string_lossy().into_owned(),
+                instance: instance.to_string(),
                 client: Mutex::new(None),
                 state: Mutex::new(State::default()),
                 changes,
@@ -518,7 +537,7 @@ impl Spawner for DockerSpawner {
         });
         let images = docker
             .list_images(Some(ListImagesOptions {
-                filters: Some(label_filter(&[LABEL_APP.to_string()])),
+                filters: Some(self.ours()),
                 ..Default::default()
             }))
             .await
@@ -616,7 +635,7 @@ mod tests {
 
     #[test]
     fn replica_settings_are_safe_by_default() {
-        let s = DockerSpawner::new(Path::new("/nonexistent.sock"));
+        let s = DockerSpawner::new(Path::new("/nonexistent.sock"), "test");
         let body = s.container_body(&spec(), 2, "rserve-app-demo:abc", "cfg");
         let host = body.host_config.unwrap();
         assert_eq!(host.memory, Some(512 * 1024 * 1024));
@@ -686,7 +705,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_docker_is_unavailable_everywhere() {
-        let s = DockerSpawner::new(Path::new("/nonexistent/docker.sock"));
+        let s = DockerSpawner::new(Path::new("/nonexistent/docker.sock"), "test");
         let id = Uuid::new_v4();
         assert!(matches!(s.ping().await, Err(SpawnerError::Unavailable(_))));
         assert!(matches!(

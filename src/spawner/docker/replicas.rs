@@ -122,6 +122,7 @@ impl DockerSpawner {
     ) -> ContainerCreateBody {
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), MANAGED_BY.to_string()),
+            (LABEL_INSTANCE.to_string(), self.inner.instance.clone()),
             (LABEL_APP.to_string(), spec.id.to_string()),
             (LABEL_SLUG.to_string(), spec.slug.clone()),
             (LABEL_REPLICA.to_string(), replica.to_string()),
@@ -338,11 +339,11 @@ impl DockerSpawner {
     pub async fn cleanup_all(&self) -> Result<CleanupReport, SpawnerError> {
         let docker = self.docker().await?;
         let mut ids = Vec::new();
-        for label in [LABEL_APP, LABEL_PROBE] {
+        for filter in [self.ours(), label_filter(&[LABEL_PROBE.to_string()])] {
             let list = docker
                 .list_containers(Some(ListContainersOptions {
                     all: true,
-                    filters: Some(label_filter(&[label.to_string()])),
+                    filters: Some(filter),
                     ..Default::default()
                 }))
                 .await
@@ -350,9 +351,7 @@ impl DockerSpawner {
             ids.extend(list.into_iter().filter_map(|c| c.id));
         }
         self.remove_containers(&docker, None, &ids).await?;
-        let images = self
-            .remove_images(&docker, label_filter(&[LABEL_APP.to_string()]))
-            .await?;
+        let images = self.remove_images(&docker, self.ours()).await?;
         // Fails while someone else's container uses it; that is fine.
         let _ = docker.remove_network(NETWORK).await;
         self.mutate(|s| s.apps.clear());

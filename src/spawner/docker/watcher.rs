@@ -46,7 +46,13 @@ impl DockerSpawner {
         let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![LABEL_APP.to_string()]),
+            (
+                "label".to_string(),
+                vec![
+                    LABEL_APP.to_string(),
+                    format!("{LABEL_INSTANCE}={}", self.inner.instance),
+                ],
+            ),
         ]);
         let mut events = docker.events(Some(EventsOptions {
             since: Some(since.to_string()),
@@ -96,7 +102,7 @@ impl DockerSpawner {
         let list = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(label_filter(&[LABEL_APP.to_string()])),
+                filters: Some(self.ours()),
                 ..Default::default()
             }))
             .await
