@@ -11,6 +11,7 @@ pub mod logging;
 pub mod model;
 pub mod paths;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod spawner;

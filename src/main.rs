@@ -56,6 +56,9 @@ enum Command {
     /// Manage users while the server is stopped.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Remove every container and image rserve-proxy created, for all apps (base
+    /// images stay). Run it with the server stopped; apps can be started again later.
+    Cleanup,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Admin(cmd) => admin(config, cmd),
+        Command::Cleanup => cleanup(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +134,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rserve-proxy cleanup`: containers and images of every app, through the spawner.
+fn cleanup(config: Config) -> Result<(), String> {
+    // What we remove is what this data dir's instance created; holding the store's
+    // lock also proves no server of it is running (it would restart what we remove).
+    if !config.state_file().exists() {
+        println!(
+            "no state in {}: this data dir has created no containers",
+            config.data_dir.display()
+        );
+        return Ok(());
+    }
+    let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
+    let instance = store.instance_id().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let report = rt
+        .block_on(DockerSpawner::new(&config.docker_socket, &instance.to_string()).cleanup_all())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "removed {} container(s) and {} image(s)",
+        report.containers, report.images
+    );
+    Ok(())
 }
 
 fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
@@ -148,12 +179,16 @@ fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
 /// local operator.
 fn admin(config: Config, cmd: AdminCommand) -> Result<(), String> {
     let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
+    let instance = store.instance_id().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     rt.block_on(async move {
-        let spawner = Arc::new(DockerSpawner::new(&config.docker_socket));
+        let spawner = Arc::new(DockerSpawner::new(
+            &config.docker_socket,
+            &instance.to_string(),
+        ));
         let state = AppState::new(store, spawner, Arc::new(config));
         let meta = ClientMeta::default();
         let fail = |e: ServiceError| e.to_string();

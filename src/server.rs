@@ -16,8 +16,9 @@ use crate::proxy::routes::RouteTable;
 use crate::proxy::FrontDoor;
 use crate::service::AppState;
 use crate::spawner::docker::DockerSpawner;
+use crate::spawner::Spawner;
 use crate::store::{Store, StoreError};
-use crate::{api, bootstrap};
+use crate::{api, bootstrap, runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -101,6 +102,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let control_plane = ControlPlane {
         listener: Mutex::new(Some(control)),
+        instance: store.instance_id()?.to_string(),
         store,
         config: config.clone(),
     };
@@ -192,6 +194,8 @@ impl ShutdownSignalWatch for TerminateGracefully {
 /// The control plane: axum on the unix socket, plus its housekeeping loops.
 struct ControlPlane {
     listener: Mutex<Option<StdUnixListener>>,
+    /// Labels this data dir's containers (see `Store::instance_id`).
+    instance: String,
     store: Store,
     config: Arc<Config>,
 }
@@ -210,7 +214,14 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
-        let spawner = Arc::new(DockerSpawner::new(&self.config.docker_socket));
+        let docker = DockerSpawner::new(&self.config.docker_socket, &self.instance);
+        tokio::spawn(docker.clone().run_watcher(shutdown.clone()));
+        let spawner: Arc<dyn Spawner> = Arc::new(docker);
+        tokio::spawn(runtime::run(
+            self.store.clone(),
+            spawner.clone(),
+            shutdown.clone(),
+        ));
         let state = AppState::new(self.store.clone(), spawner, self.config.clone());
         tokio::spawn(purge_sessions(self.store.clone(), shutdown.clone()));
         let app = api::router(state);

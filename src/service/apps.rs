@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::validate::{self, Problems};
 use super::{blocking, with_store, AppState, ClientMeta, Principal, ServiceError, ServiceResult};
 use crate::model::{App, AppSettings, AuditEntry, CodeSource, EnvVar, UploadRecord};
-use crate::spawner::{AppRuntime, AppSpec, LogSource, LogStream};
+use crate::spawner::{AppRuntime, AppSpec, AppStatus, LogSource, LogStream};
 use crate::upload::{self, UploadError};
 
 pub const DEFAULT_ENTRY_SCRIPT: &str = "run_rserve.R";
@@ -118,6 +118,11 @@ fn check_settings(
     }
     if let Some(v) = cpus {
         validate::cpus(p, v);
+        // Docker refuses a limit above the host's cores; say so before it does.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        p.check(v <= cores as f64, || {
+            format!("cpus must be at most {cores}, the number of cores of this host")
+        });
     }
     if let Some(vars) = env {
         validate::env(p, vars.iter().map(|e| (e.key.as_str(), e.value.as_deref())));
@@ -358,6 +363,14 @@ async fn spec(state: &AppState, app: &App) -> AppSpec {
         entry_script: app.entry_script.clone(),
         replicas: app.replicas,
         code_dir,
+        memory_mb: Some(app.settings.memory_mb),
+        cpus: Some(f64::from(app.settings.cpu_millis) / 1000.0),
+        env: app
+            .settings
+            .env
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect(),
     }
 }
 
@@ -400,9 +413,13 @@ pub async fn lifecycle(
     let spawner = &state.spawner;
     Ok(match verb {
         Lifecycle::Start => {
-            spawner.start(&spec).await?;
+            // Already running with this image and settings: say so, not "starting".
+            let status = match spawner.start(&spec).await? {
+                AppStatus::Running => "running",
+                _ => "starting",
+            };
             LifecycleOutcome {
-                status: "starting",
+                status,
                 image: None,
             }
         }
@@ -414,8 +431,7 @@ pub async fn lifecycle(
             }
         }
         Lifecycle::Restart => {
-            spawner.stop(app.id).await?;
-            spawner.start(&spec).await?;
+            spawner.restart(&spec).await?;
             LifecycleOutcome {
                 status: "restarting",
                 image: None,

@@ -1,15 +1,26 @@
 //! The backend contract for running apps. A spawner knows nothing about HTTP, auth,
 //! the UI or the proxy: it takes an app's spec and returns images, containers and status.
 //!
-//! Timeouts and concurrency limits are the caller's job, not each backend's.
+//! Timeouts and concurrency limits across apps are the caller's job, not each
+//! backend's. A backend does serialise lifecycle calls on the *same* app (a `stop`
+//! issued during a `start` waits for it), so callers need no per-app lock.
 
 pub mod docker;
 
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use uuid::Uuid;
 
 use crate::model::CodeSource;
+
+/// Memory limit per replica when the spec sets none (MiB).
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+/// CPU limit per replica when the spec sets none (cores).
+pub const DEFAULT_CPUS: f64 = 1.0;
+/// The port Rserve serves WebSockets on inside every replica.
+pub const RSERVE_PORT: u16 = 8081;
 
 /// Everything a backend needs to build and run one app.
 #[derive(Debug, Clone)]
@@ -23,37 +34,78 @@ pub struct AppSpec {
     pub replicas: u32,
     /// Extracted upload (for `CodeSource::Upload`), if any.
     pub code_dir: Option<PathBuf>,
+    /// Memory limit per replica in MiB (swap is not allowed on top); `None` =
+    /// [`DEFAULT_MEMORY_MB`].
+    pub memory_mb: Option<u64>,
+    /// CPU limit per replica in cores, e.g. 0.5; `None` = [`DEFAULT_CPUS`].
+    pub cpus: Option<f64>,
+    /// Environment variables of every replica, in order.
+    pub env: Vec<(String, String)>,
+}
+
+impl AppSpec {
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)
+    }
+
+    pub fn cpus(&self) -> f64 {
+        self.cpus.unwrap_or(DEFAULT_CPUS)
+    }
 }
 
 /// Lifecycle state of an app as the backend sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppStatus {
+    /// The image is being built (replicas of the previous image, if any, keep running).
     Building,
+    /// Replicas exist but none is healthy yet.
     Starting,
     /// All replicas healthy.
     Running,
     /// Some replicas healthy.
     Degraded,
     Stopping,
+    /// No replicas.
     Stopped,
+    /// The last build failed, or no replica is healthy and they crashed or were
+    /// reported unhealthy; `AppRuntime::error` says why.
     Error,
 }
 
 /// One replica, in the contract's shape.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerInfo {
     /// Short (12 character) container id.
     pub container_id: String,
-    /// Docker's state word: created, running, exited, …
+    /// Docker's state word: created, running, restarting, exited, …
     pub status: String,
+    /// starting, healthy or unhealthy; absent when the replica has no health check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// The port the replica serves inside the managed network.
     pub port: u16,
+    /// Container name (`rserve-<slug>-<n>`). Internal: not part of the API shape.
+    #[serde(skip)]
+    pub name: String,
+    /// Replica number, from 1. Internal.
+    #[serde(skip)]
+    pub replica: u32,
+    /// Where the proxy connects: the replica's address on the managed network and
+    /// [`RSERVE_PORT`]. `None` while it has no address. Internal.
+    #[serde(skip)]
+    pub addr: Option<SocketAddr>,
+}
+
+impl ContainerInfo {
+    /// Running and its health check passes: the proxy may send traffic here.
+    pub fn is_healthy(&self) -> bool {
+        // No health check at all (not the case for our images): running is all we know.
+        self.status == "running" && self.health_status.as_deref().is_none_or(|h| h == "healthy")
+    }
 }
 
 /// The runtime view of an app. A backend that has never run the app returns
@@ -61,6 +113,7 @@ pub struct ContainerInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRuntime {
     pub status: AppStatus,
+    /// Replicas ordered by replica number.
     pub containers: Vec<ContainerInfo>,
     pub error: Option<String>,
 }
@@ -73,6 +126,27 @@ impl AppRuntime {
             error: None,
         }
     }
+
+    /// Addresses of the healthy replicas: the proxy's upstream pool for this app.
+    pub fn healthy_addrs(&self) -> Vec<SocketAddr> {
+        self.containers
+            .iter()
+            .filter(|c| c.is_healthy())
+            .filter_map(|c| c.addr)
+            .collect()
+    }
+}
+
+/// What [`Spawner::reconcile`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Known apps that have replicas; they are now tracked (and kept running).
+    pub adopted: Vec<Uuid>,
+    /// Apps unknown to the caller whose replicas and images were removed.
+    pub removed: Vec<Uuid>,
+    /// Known apps whose replicas disappeared without a `stop` (removed outside
+    /// rserve-proxy); they now report `Stopped` with an error.
+    pub vanished: Vec<Uuid>,
 }
 
 /// Which log to stream.
@@ -112,20 +186,51 @@ pub trait Spawner: Send + Sync + 'static {
     /// `Stopped` with the reason in `error`.
     async fn runtime(&self, app_id: Uuid) -> AppRuntime;
 
-    /// Build the image if its inputs changed, then start `spec.replicas` replicas.
-    /// Returns once the replicas are created; readiness shows up in `runtime`.
+    /// Runtime views of every app the backend holds something for (replicas, a
+    /// build in progress or a failed one). Same rules as [`Spawner::runtime`]; an
+    /// unreachable backend answers an empty map.
+    async fn runtimes(&self) -> HashMap<Uuid, AppRuntime>;
+
+    /// A counter that increases whenever any app's runtime view may have changed
+    /// (status, health, addresses). Watch it and re-read [`Spawner::runtimes`].
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Build the image if its inputs changed (the image is reused otherwise), then
+    /// run `spec.replicas` replicas. Replicas already running the same image with the
+    /// same settings are left alone; otherwise they are replaced. Returns once the
+    /// replicas are created and started (usually `Starting`); health shows up in
+    /// `runtime`. A failed build returns `BuildFailed` and leaves the previous image
+    /// and replicas running; the app then reports `Error` with the reason.
     async fn start(&self, spec: &AppSpec) -> Result<AppStatus, SpawnerError>;
 
-    /// Stop and remove the app's replicas (graceful, then kill after 10 s).
+    /// Stop and remove the app's replicas (SIGTERM, SIGKILL after 10 s). Clears a
+    /// previous error. Stopping an app without replicas is a no-op.
     async fn stop(&self, app_id: Uuid) -> Result<(), SpawnerError>;
 
-    /// Build the image unconditionally, then (re)start the replicas. Returns the image
-    /// name and tag.
+    /// Stop the replicas, then start again from `spec` (building first if its inputs
+    /// changed).
+    async fn restart(&self, spec: &AppSpec) -> Result<AppStatus, SpawnerError> {
+        self.stop(spec.id).await?;
+        self.start(spec).await
+    }
+
+    /// Build the image unconditionally (the layer cache still applies), then replace
+    /// the replicas with ones of the new image. Returns the image name and tag. A
+    /// failed build behaves as in `start`.
     async fn rebuild(&self, spec: &AppSpec) -> Result<(String, String), SpawnerError>;
 
     /// Remove everything the backend holds for the app: replicas and images.
     async fn remove(&self, app_id: Uuid) -> Result<(), SpawnerError>;
 
-    /// The app's build log (replayed, then live) or its replicas' output.
+    /// The app's build log (the last build by this process replayed, then live lines
+    /// until it ends; empty if there was none) or its replicas' output (the last 200
+    /// lines of each, then followed until they stop; each line prefixed with the
+    /// replica's name and ` | `; ends at once when there are no replicas).
     async fn logs(&self, app_id: Uuid, source: LogSource) -> Result<LogStream, SpawnerError>;
+
+    /// Bring the backend's view in line with the caller's records, at startup and
+    /// whenever the caller likes. `known` holds the ids of every app that exists.
+    /// Replicas of known apps are adopted as they are (never restarted); replicas and
+    /// images of unknown apps are removed.
+    async fn reconcile(&self, known: &HashSet<Uuid>) -> Result<ReconcileReport, SpawnerError>;
 }

@@ -28,9 +28,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use uuid::Uuid;
 
 /// Cache for redb's page cache. The whole state is a few MiB even for large
 /// installs, so this keeps memory bounded without costing reads.
@@ -169,6 +170,31 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// This data dir's identity, made on first use. The spawner labels what it creates
+    /// with it, so two rserve-proxy instances on one Docker host never adopt or remove
+    /// each other's containers.
+    pub fn instance_id(&self) -> Result<Uuid> {
+        let existing = self.read("instance_id", |txn| {
+            Ok(txn
+                .open_table(tables::INSTANCE)?
+                .get("id")?
+                .map(|v| v.value()))
+        })?;
+        if let Some(id) = existing {
+            return Ok(Uuid::from_u128(id));
+        }
+        self.write("instance_id", |txn| {
+            let mut table = txn.open_table(tables::INSTANCE)?;
+            let stored = table.get("id")?.map(|v| v.value());
+            if let Some(id) = stored {
+                return Ok(Uuid::from_u128(id));
+            }
+            let id = Uuid::new_v4();
+            table.insert("id", id.as_u128())?;
+            Ok(id)
         })
     }
 

@@ -61,9 +61,13 @@ pub(super) const ACME_ACCOUNTS: TableDefinition<&str, &[u8]> =
 pub(super) const CERTIFICATES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("certificates_v1");
 
+/// "id" -> this data dir's instance id (a UUID as u128), made on first use
+pub(super) const INSTANCE: TableDefinition<&str, u128> = TableDefinition::new("instance_v1");
+
 /// Creates every current table that does not exist yet (opening one creates it).
 pub(super) fn create_all(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(META)?;
+    txn.open_table(INSTANCE)?;
     txn.open_table(USERS)?;
     txn.open_table(USERS_BY_NAME)?;
     txn.open_table(ADMINS)?;

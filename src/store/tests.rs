@@ -1118,3 +1118,22 @@ fn state_file_is_private_to_its_owner() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn instance_id_is_made_once_and_kept() {
+    let (_dir, path) = temp();
+    let first = {
+        let store = Store::open(&path).unwrap();
+        let id = store.instance_id().unwrap();
+        assert_eq!(store.instance_id().unwrap(), id, "stable within a run");
+        id
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.instance_id().unwrap(), first, "stable across reopen");
+    let (_other_dir, other) = open_temp();
+    assert_ne!(
+        other.instance_id().unwrap(),
+        first,
+        "each data dir has its own"
+    );
+}

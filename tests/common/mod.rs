@@ -2,7 +2,7 @@
 //! is the spawner (allowed for these tests): it keeps app status in memory.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,8 @@ use uuid::Uuid;
 use rserve_proxy::config::Config;
 use rserve_proxy::service::AppState;
 use rserve_proxy::spawner::{
-    AppRuntime, AppSpec, AppStatus, ContainerInfo, LogSource, LogStream, Spawner, SpawnerError,
+    AppRuntime, AppSpec, AppStatus, ContainerInfo, LogSource, LogStream, ReconcileReport, Spawner,
+    SpawnerError,
 };
 use rserve_proxy::store::{Store, StoreError};
 
@@ -35,6 +36,7 @@ pub struct FakeSpawner {
     pub down: AtomicBool,
     pub running: Mutex<HashMap<Uuid, u32>>,
     pub calls: Mutex<Vec<String>>,
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl FakeSpawner {
@@ -53,6 +55,35 @@ impl FakeSpawner {
 
 #[async_trait]
 impl Spawner for FakeSpawner {
+    async fn runtimes(&self) -> HashMap<Uuid, AppRuntime> {
+        let ids: Vec<Uuid> = self.running.lock().unwrap().keys().copied().collect();
+        let mut out = HashMap::new();
+        for id in ids {
+            out.insert(id, self.runtime(id).await);
+        }
+        out
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+    async fn reconcile(&self, known: &HashSet<Uuid>) -> Result<ReconcileReport, SpawnerError> {
+        self.check()?;
+        let mut running = self.running.lock().unwrap();
+        let removed: Vec<Uuid> = running
+            .keys()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        for id in &removed {
+            running.remove(id);
+        }
+        Ok(ReconcileReport {
+            adopted: running.keys().copied().collect(),
+            removed,
+            vanished: Vec::new(),
+        })
+    }
+
     async fn ping(&self) -> Result<(), SpawnerError> {
         self.check()
     }
@@ -71,6 +102,7 @@ impl Spawner for FakeSpawner {
                         health_status: Some("healthy".into()),
                         started_at: None,
                         port: 8081,
+                        ..Default::default()
                     })
                     .collect(),
                 error: None,
