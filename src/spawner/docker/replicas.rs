@@ -28,16 +28,18 @@ impl DockerSpawner {
         }
     }
 
-    /// The app's containers in Docker (any state), by name.
+    /// The app's replicas in Docker (any state), by name.
     pub(super) async fn app_containers(
         &self,
         docker: &Docker,
         app: Uuid,
     ) -> Result<Vec<Listed>, SpawnerError> {
+        // Replicas only: a build's step containers carry the app's labels too.
+        let filters = label_filter(&[format!("{LABEL_APP}={app}"), LABEL_REPLICA.to_string()]);
         let list = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(app_filter(app)),
+                filters: Some(filters),
                 ..Default::default()
             }))
             .await

@@ -230,10 +230,13 @@ impl DockerSpawner {
     }
 }
 
-/// Our view of a container, if it is one of ours.
+/// Our view of a container, if it is one of our replicas. An image build runs its
+/// steps in short-lived containers that inherit the app's labels from the Dockerfile's
+/// LABEL; without `rserve-proxy.replica` they are not replicas.
 pub(super) fn replica_from(info: &ContainerInspectResponse) -> Option<(Uuid, Replica)> {
     let labels = info.config.as_ref()?.labels.as_ref()?;
     let app: Uuid = labels.get(LABEL_APP)?.parse().ok()?;
+    let replica: u32 = labels.get(LABEL_REPLICA)?.parse().ok()?;
     let id = info.id.clone()?;
     let st = info.state.clone().unwrap_or_default();
     let health = st.health.clone();
@@ -262,10 +265,7 @@ pub(super) fn replica_from(info: &ContainerInspectResponse) -> Option<(Uuid, Rep
             .trim_start_matches('/')
             .to_string(),
         id,
-        replica: labels
-            .get(LABEL_REPLICA)
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0),
+        replica,
         state: st
             .status
             .map(|s| s.to_string())

@@ -1,0 +1,145 @@
+//! Shared by the tests that start the real `rserve-proxy` binary as a child process
+//! (tests/binary.rs, tests/docker_api.rs): the server, its port and an HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rserve-proxy");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server with its stderr captured.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(data: &Path, envs: &[(&str, &str)]) -> Server {
+        Self::start_with(data, envs, &[])
+    }
+
+    pub fn start_with(data: &Path, envs: &[(&str, &str)], args: &[&str]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .arg("serve")
+            .env_remove("RSP_ADMIN_PASSWORD")
+            .env("RSP_SHUTDOWN_GRACE_SECS", "0")
+            .env("RSP_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start rserve-proxy");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stderr,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/api/health", self.base)).send() {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not become ready; stderr:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit.
+    pub fn stop(mut self) -> (ExitStatus, Duration, String) {
+        let t0 = Instant::now();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, t0.elapsed(), self.log());
+            }
+            if t0.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+                panic!("server did not exit within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+pub fn json_of(r: reqwest::blocking::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let body = r.json::<Value>().unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub fn login(c: &reqwest::blocking::Client, s: &Server, password: &str) -> StatusCode {
+    c.post(s.url("/api/auth/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .unwrap()
+        .status()
+}
