@@ -57,6 +57,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Password for the first `admin` account (first start only). Secret.
     pub admin_password: Option<String>,
+    /// Concurrent WebSocket connections per app; one more is refused with 503.
+    pub app_max_websockets: u64,
+    /// A WebSocket with no traffic either way for this long is closed; an HTTP request
+    /// whose app sends nothing for this long fails with 504.
+    pub app_idle_timeout: Duration,
+    /// Largest HTTP request body sent to an app; larger ones get 413.
+    pub app_max_body_bytes: u64,
 }
 
 impl Default for Config {
@@ -73,6 +80,9 @@ impl Default for Config {
             upload_max_bytes: 50 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(2),
             admin_password: None,
+            app_max_websockets: 1000,
+            app_idle_timeout: Duration::from_secs(3600),
+            app_max_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -91,6 +101,9 @@ pub const KEYS: &[&str] = &[
     "upload_max_mb",
     "shutdown_grace_secs",
     "admin_password",
+    "app_max_websockets",
+    "app_idle_timeout_secs",
+    "app_max_body_mb",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -212,6 +225,16 @@ impl Config {
                 }
                 self.admin_password = Some(value.to_string());
             }
+            "app_max_websockets" => {
+                self.app_max_websockets = parse_range(key, value, 1, 1_000_000)?
+            }
+            "app_idle_timeout_secs" => {
+                self.app_idle_timeout =
+                    Duration::from_secs(parse_range(key, value, 1, 7 * 24 * 3600)?)
+            }
+            "app_max_body_mb" => {
+                self.app_max_body_bytes = parse_range(key, value, 1, 4096)? * 1024 * 1024
+            }
             _ => return Err(err("unknown key".into())),
         }
         Ok(())
@@ -250,6 +273,9 @@ impl Config {
             "upload_max_mb" => (self.upload_max_bytes / (1024 * 1024)).to_string(),
             "shutdown_grace_secs" => self.shutdown_grace.as_secs().to_string(),
             "admin_password" => return self.admin_password.as_ref().map(|p| quote(p)),
+            "app_max_websockets" => self.app_max_websockets.to_string(),
+            "app_idle_timeout_secs" => self.app_idle_timeout.as_secs().to_string(),
+            "app_max_body_mb" => (self.app_max_body_bytes / (1024 * 1024)).to_string(),
             _ => return None,
         })
     }
@@ -343,6 +369,42 @@ mod tests {
         let e = Config::load(Some(&file), env(&[]), &vec![]).unwrap_err();
         assert_eq!(e.key, "config");
         assert_eq!(e.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn data_plane_limits() {
+        let cfg = Config::load(None, env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.app_max_websockets, 1000);
+        assert_eq!(cfg.app_idle_timeout, Duration::from_secs(3600));
+        assert_eq!(cfg.app_max_body_bytes, 16 * 1024 * 1024);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "app_max_websockets = 50\napp_max_body_mb = 2\n").unwrap();
+        let cfg = Config::load(
+            Some(&file),
+            env(&[
+                ("RSP_APP_IDLE_TIMEOUT_SECS", "90"),
+                ("RSP_APP_MAX_WEBSOCKETS", "60"),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.app_max_websockets, 60, "env beats file");
+        assert_eq!(cfg.app_idle_timeout, Duration::from_secs(90));
+        assert_eq!(cfg.app_max_body_bytes, 2 * 1024 * 1024);
+        let text = cfg.render_redacted();
+        assert!(text.contains("app_idle_timeout_secs = 90\n"), "{text}");
+        assert!(text.contains("app_max_body_mb = 2\n"), "{text}");
+
+        for (key, bad) in [
+            ("RSP_APP_MAX_WEBSOCKETS", "0"),
+            ("RSP_APP_IDLE_TIMEOUT_SECS", "soon"),
+            ("RSP_APP_MAX_BODY_MB", "4097"),
+        ] {
+            let e = Config::load(None, env(&[(key, bad)]), &vec![]).unwrap_err();
+            assert_eq!(format!("RSP_{}", e.key.to_ascii_uppercase()), key);
+        }
     }
 
     #[test]
