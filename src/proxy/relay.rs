@@ -29,9 +29,11 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Time allowed for writing the Close frames on idle timeout or shutdown.
 const GOODBYE: Duration = Duration::from_secs(1);
 
-/// Close codes the proxy sends on its own (RFC 6455 §7.4, IANA registry).
+/// Close codes the proxy sends on its own (RFC 6455 §7.4.1). For a vanished backend
+/// 1011 rather than IANA's newer 1014 "bad gateway": common clients (tungstenite, for
+/// one) treat 1014 as a protocol violation.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-pub const CLOSE_BAD_GATEWAY: u16 = 1014;
+pub const CLOSE_BACKEND_GONE: u16 = 1011;
 
 /// Follows WebSocket frame boundaries in one direction's byte stream.
 #[derive(Debug, Clone, Default)]
@@ -139,7 +141,7 @@ pub fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
 pub enum Ending {
     /// Both directions reached end of stream (the usual WebSocket close).
     Closed,
-    /// The backend closed or failed first; the client got a Close 1014 if possible.
+    /// The backend closed or failed first; the client got a Close 1011 if possible.
     UpstreamGone,
     /// No byte either way for the idle timeout; both sides got a Close 1001.
     Idle,
@@ -251,7 +253,7 @@ impl Pipe {
             }
             self.read_done = true;
             if inject_close && self.frames.can_close() {
-                let frame = close_frame(CLOSE_BAD_GATEWAY, "backend closed the connection", None);
+                let frame = close_frame(CLOSE_BACKEND_GONE, "backend closed the connection", None);
                 self.buf[..frame.len()].copy_from_slice(&frame);
                 self.cap = frame.len();
             }
@@ -415,7 +417,7 @@ mod tests {
     #[test]
     fn close_frames_are_well_formed() {
         let f = close_frame(1014, "x", None);
-        assert_eq!(f, vec![0x88, 3, 0x03, 0xF6, b'x']);
+        assert_eq!(f, vec![0x88, 3, 0x03, 0xF6, b'x']); // 1014
         let m = close_frame(1001, "", Some([0xFF; 4]));
         assert_eq!(
             m,
