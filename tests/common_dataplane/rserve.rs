@@ -77,12 +77,14 @@ impl Rserve {
 
 impl Drop for Rserve {
     fn drop(&mut self) {
-        let pgid = self.child.id();
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{pgid}"))
-            .stderr(Stdio::null())
-            .status();
+        // The group is the one `start` created: its id is the Rscript's pid.
+        use nix::sys::signal::{killpg, Signal};
+        use nix::unistd::Pid;
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            if pgid > 1 {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        }
         let _ = self.child.wait();
     }
 }

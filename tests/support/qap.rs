@@ -245,7 +245,10 @@ impl RObj {
         let (typ, len, hdr) = header(buf)?;
         let end = hdr + len;
         if buf.len() < end {
-            return err(format!("SEXP of {len} bytes, only {} left", buf.len() - hdr));
+            return err(format!(
+                "SEXP of {len} bytes, only {} left",
+                buf.len() - hdr
+            ));
         }
         let mut pos = hdr;
         let mut attrs = Vec::new();
@@ -288,9 +291,7 @@ impl RObj {
                     RValue::Str(
                         trimmed
                             .split(|&b| b == 0)
-                            .map(|s| {
-                                (s != [0xFF]).then(|| String::from_utf8_lossy(s).into_owned())
-                            })
+                            .map(|s| (s != [0xFF]).then(|| String::from_utf8_lossy(s).into_owned()))
                             .collect(),
                     )
                 }
@@ -567,7 +568,10 @@ impl OcapClient {
                 continue;
             }
             if msg.msg_id != id {
-                return err(format!("answer to message {} while waiting for {id}", msg.msg_id));
+                return err(format!(
+                    "answer to message {} while waiting for {id}",
+                    msg.msg_id
+                ));
             }
             return match msg.cmd & 0x00FF_FFFF {
                 RESP_OK => Ok(CallResult::Ok(
