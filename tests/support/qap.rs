@@ -359,7 +359,7 @@ impl RObj {
 }
 
 fn pad(out: &mut Vec<u8>, with: u8) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(with);
     }
 }
