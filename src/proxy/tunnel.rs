@@ -262,26 +262,30 @@ impl DataPlane {
         let early = buf.split_off(head_len);
         drop(buf);
 
-        let app = {
-            let table = self.routes.load();
-            match table.lookup(&up.slug) {
-                Lookup::Unknown => {
-                    let msg = format!("No app is served at /{}; check the address", up.slug);
-                    answer(&mut down, &up, 404, &msg, None).await;
-                    log(&up, client, 404, started, None);
-                    return;
+        // Decide with the snapshot, answer after letting go of it.
+        let decision = match self.routes.load().lookup(&up.slug) {
+            Lookup::Serve(app) => Ok(app.clone()),
+            Lookup::Unknown => Err((
+                None,
+                404,
+                format!("No app is served at /{}; check the address", up.slug),
+                None,
+            )),
+            Lookup::Unavailable {
+                app,
+                retry_after_secs,
+                message,
+            } => Err((Some(app.clone()), 503, message, Some(retry_after_secs))),
+        };
+        let app = match decision {
+            Ok(app) => app,
+            Err((app, status, message, retry)) => {
+                if let Some(app) = app {
+                    app.counters.response(status);
                 }
-                Lookup::Unavailable {
-                    app,
-                    retry_after_secs,
-                    message,
-                } => {
-                    app.counters.response(503);
-                    answer(&mut down, &up, 503, &message, Some(retry_after_secs)).await;
-                    log(&up, client, 503, started, None);
-                    return;
-                }
-                Lookup::Serve(app) => app.clone(),
+                answer(&mut down, &up, status, &message, retry).await;
+                log(&up, client, status, started, None);
+                return;
             }
         };
         let counters = &app.counters;
