@@ -64,6 +64,9 @@ pub struct Config {
     pub app_idle_timeout: Duration,
     /// Largest HTTP request body sent to an app; larger ones get 413.
     pub app_max_body_bytes: u64,
+    /// Routes served without any app in the store (benchmarks, debugging):
+    /// `slug=host:port` entries, each slug a running app with these replicas.
+    pub static_routes: Vec<(String, SocketAddr)>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             app_max_websockets: 1000,
             app_idle_timeout: Duration::from_secs(3600),
             app_max_body_bytes: 16 * 1024 * 1024,
+            static_routes: Vec::new(),
         }
     }
 }
@@ -104,6 +108,7 @@ pub const KEYS: &[&str] = &[
     "app_max_websockets",
     "app_idle_timeout_secs",
     "app_max_body_mb",
+    "static_routes",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -235,6 +240,7 @@ impl Config {
             "app_max_body_mb" => {
                 self.app_max_body_bytes = parse_range(key, value, 1, 4096)? * 1024 * 1024
             }
+            "static_routes" => self.static_routes = parse_static_routes(value).map_err(err)?,
             _ => return Err(err("unknown key".into())),
         }
         Ok(())
@@ -276,6 +282,15 @@ impl Config {
             "app_max_websockets" => self.app_max_websockets.to_string(),
             "app_idle_timeout_secs" => self.app_idle_timeout.as_secs().to_string(),
             "app_max_body_mb" => (self.app_max_body_bytes / (1024 * 1024)).to_string(),
+            "static_routes" if self.static_routes.is_empty() => return None,
+            "static_routes" => quote(
+                &self
+                    .static_routes
+                    .iter()
+                    .map(|(slug, addr)| format!("{slug}={addr}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             _ => return None,
         })
     }
@@ -293,6 +308,34 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
     }
+}
+
+/// `slug=host:port[,slug=host:port…]`; an empty value means none. A slug given twice
+/// gets both addresses as replicas.
+fn parse_static_routes(value: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((slug, addr)) = entry.split_once('=') else {
+            return Err(format!("{entry:?} is not slug=host:port"));
+        };
+        let slug = slug.trim();
+        let slug_ok = (1..=64).contains(&slug.len())
+            && slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !crate::paths::is_admin_segment(slug);
+        if !slug_ok {
+            return Err(format!(
+                "{slug:?} is not a usable slug (a-z, 0-9, '-'; not an admin path)"
+            ));
+        }
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an address with a port, like 127.0.0.1:8081"))?;
+        out.push((slug.to_string(), addr));
+    }
+    Ok(out)
 }
 
 fn parse_range(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -404,6 +447,37 @@ mod tests {
         ] {
             let e = Config::load(None, env(&[(key, bad)]), &vec![]).unwrap_err();
             assert_eq!(format!("RSP_{}", e.key.to_ascii_uppercase()), key);
+        }
+    }
+
+    #[test]
+    fn static_routes() {
+        let cfg = Config::load(
+            None,
+            env(&[(
+                "RSP_STATIC_ROUTES",
+                "echo=127.0.0.1:9001, echo=127.0.0.1:9002,b-2=[::1]:80",
+            )]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.static_routes.len(), 3);
+        assert_eq!(cfg.static_routes[1].0, "echo");
+        assert_eq!(cfg.static_routes[2].1.to_string(), "[::1]:80");
+        assert!(cfg
+            .render_redacted()
+            .contains("static_routes = \"echo=127.0.0.1:9001,echo=127.0.0.1:9002,b-2=[::1]:80\""));
+        assert!(Config::default()
+            .render_redacted()
+            .contains("# static_routes is not set"));
+        for bad in [
+            "echo",
+            "api=127.0.0.1:1",
+            "Echo=127.0.0.1:1",
+            "echo=localhost",
+        ] {
+            let e = Config::load(None, env(&[("RSP_STATIC_ROUTES", bad)]), &vec![]).unwrap_err();
+            assert_eq!(e.key, "static_routes", "{bad}");
         }
     }
 

@@ -85,6 +85,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 
     // The runtime publishes app routes here (see proxy::routes::Routes).
     let routes = Routes::new();
+    publish_static_routes(&routes, &config.static_routes);
     let config = Arc::new(config);
     let control_plane = ControlPlane {
         listener: Mutex::new(Some(control)),
@@ -107,6 +108,34 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(config.control_socket());
     tracing::info!("rserve-proxy stopped");
     Ok(())
+}
+
+/// `static_routes` from the config: each slug a running app (not in the store, not in
+/// the API) whose replicas are the given addresses. Meant for benchmarks and debugging,
+/// hence the warning.
+pub fn publish_static_routes(routes: &Routes, static_routes: &[(String, std::net::SocketAddr)]) {
+    use crate::proxy::routes::{AppEntry, AppPhase, ReplicaEntry};
+    let mut entries: Vec<AppEntry> = Vec::new();
+    for (slug, addr) in static_routes {
+        let replica = ReplicaEntry {
+            addr: *addr,
+            healthy: true,
+        };
+        match entries.iter_mut().find(|e| &e.slug == slug) {
+            Some(e) => e.replicas.push(replica),
+            None => entries.push(AppEntry {
+                app_id: uuid::Uuid::new_v4(),
+                slug: slug.clone(),
+                phase: AppPhase::Running,
+                replicas: vec![replica],
+            }),
+        }
+    }
+    for e in &entries {
+        let replicas: Vec<String> = e.replicas.iter().map(|r| r.addr.to_string()).collect();
+        tracing::warn!(slug = %e.slug, replicas = %replicas.join(","), "static route from config (static_routes)");
+        routes.upsert(e.clone());
+    }
 }
 
 /// The data plane's limits from the config.

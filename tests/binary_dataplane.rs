@@ -21,6 +21,10 @@ struct Served {
 impl Served {
     /// Start the binary from a shell that first lowers the soft open-files limit.
     fn start() -> Served {
+        Self::start_with(&[])
+    }
+
+    fn start_with(envs: &[(&str, &str)]) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -38,6 +42,7 @@ impl Served {
             .env("RSP_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .envs(envs.iter().copied())
             .spawn()
             .unwrap();
         let s = Served {
@@ -122,4 +127,30 @@ fn connections_pass_through_the_data_plane() {
     c.write_all(&ws_request("/nope/", "")).unwrap();
     let r = read_response(&mut c);
     assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_routes_serve_without_the_store() {
+    let b = common_dataplane::backend::Backend::start("static").await;
+    let route = format!("echo={}", b.addr);
+    let s =
+        tokio::task::spawn_blocking(move || Served::start_with(&[("RSP_STATIC_ROUTES", &route)]))
+            .await
+            .unwrap();
+    let addr = s.addr;
+    let r = tokio::task::spawn_blocking(move || {
+        raw_http(
+            addr,
+            b"GET /echo/x?y=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/x?y=1");
+    let mut ws = common_dataplane::ws_connect(&format!("ws://{addr}/echo/")).await;
+    assert_eq!(common_dataplane::served_by(&mut ws).await, "static");
+    assert_eq!(common_dataplane::ws_text(&mut ws, "hi").await, "hi");
+    drop(ws);
+    tokio::task::spawn_blocking(move || drop(s)).await.unwrap();
 }
