@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             code_source: CodeSource::Upload,
             entry_script: "run_rserve.R".into(),
             replicas: 1,
+            settings: Default::default(),
             owner_id: owners[i % owners.len()],
             created_at: now,
             updated_at: now,

@@ -228,7 +228,7 @@ class OcapClient:
 
     def call(self, key, *args):
         cmd, rid, params, _ = self.call_raw(key, *args)
-        if cmd & 0xFFFF00FF != RESP_OK & 0xFFFF00FF or (cmd & 0xFF) != 1:
+        if cmd != RESP_OK:
             raise RuntimeError(f"OCcall failed: cmd=0x{cmd:08x} params={params!r}")
         return params[0] if params else None
 
@@ -271,7 +271,7 @@ def main():
 
     cmd, rid, params, raw = c.call_raw(keys["add"], "x", 1.0)
     print(f"add('x', 1) -> cmd=0x{cmd:08x} msg_id={rid} params={params!r}")
-    ok &= (cmd & 0xFF) == 2  # RESP_ERR
+    ok &= (cmd & 0xFFFFFF) == RESP_ERR  # error code in the top byte (0x7f: R error)
 
     # the connection must still be usable after an R error
     r = c.call(keys["add"], 1.5, 1.0)

@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
 
+# Real parts the tests use: Docker must answer (in CI its absence fails the run).
+if ! docker info >/dev/null 2>&1; then
+    echo "test.sh: the Docker daemon is not reachable; the spawner tests need it" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+fi
+# The R base image, built from Debian's packages (no registry here); cached by tag.
+bash images/rserve-base/build-from-debian.sh
+# Native Rserve and the base image answer OCAP calls before any Rust test relies on them.
+bash scripts/rserve-smoke-test.sh
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -35,6 +35,33 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Whether and how the server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP only (development; or TLS terminated in front of us).
+    Off,
+    /// Certificate and key from PEM files, reloaded when they change.
+    Files,
+    /// Certificates from an ACME CA (Let's Encrypt) via HTTP-01, renewed automatically.
+    Acme,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Off => "off",
+            TlsMode::Files => "files",
+            TlsMode::Acme => "acme",
+        }
+    }
+}
+
+/// Let's Encrypt's production directory, the default ACME server.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`acme_directory = "staging"`): untrusted
+/// certificates, generous rate limits — for trying a setup out.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where `state.redb`, uploads and the control-plane socket live.
@@ -67,6 +94,24 @@ pub struct Config {
     /// Routes served without any app in the store (benchmarks, debugging):
     /// `slug=host:port` entries, each slug a running app with these replicas.
     pub static_routes: Vec<(String, SocketAddr)>,
+    pub tls_mode: TlsMode,
+    /// The HTTPS listener (when `tls_mode` is not `off`); `listen` then redirects to it
+    /// and answers ACME HTTP-01 challenges.
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain (leaf first), for `tls_mode = files`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key, for `tls_mode = files`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Names on the ACME certificate (lower case, no duplicates, config order).
+    pub acme_domains: Vec<String>,
+    /// Contact address given to the ACME CA (expiry and policy mail).
+    pub acme_email: Option<String>,
+    /// ACME directory URL.
+    pub acme_directory: String,
+    /// Extra PEM root(s) trusted for the connection to the ACME server itself.
+    pub acme_ca_file: Option<PathBuf>,
+    /// `Strict-Transport-Security: max-age=…` on HTTPS responses; 0 = no header.
+    pub hsts_max_age_secs: u64,
 }
 
 impl Default for Config {
@@ -87,6 +132,15 @@ impl Default for Config {
             app_idle_timeout: Duration::from_secs(3600),
             app_max_body_bytes: 16 * 1024 * 1024,
             static_routes: Vec::new(),
+            tls_mode: TlsMode::Off,
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            acme_domains: Vec::new(),
+            acme_email: None,
+            acme_directory: LETS_ENCRYPT_PRODUCTION.to_string(),
+            acme_ca_file: None,
+            hsts_max_age_secs: 0,
         }
     }
 }
@@ -109,6 +163,15 @@ pub const KEYS: &[&str] = &[
     "app_idle_timeout_secs",
     "app_max_body_mb",
     "static_routes",
+    "tls_mode",
+    "tls_listen",
+    "tls_cert_file",
+    "tls_key_file",
+    "acme_domains",
+    "acme_email",
+    "acme_directory",
+    "acme_ca_file",
+    "hsts_max_age_secs",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -141,7 +204,52 @@ impl Config {
         for (key, value) in flags {
             cfg.set(key, value)?;
         }
+        cfg.check_combination()?;
         Ok(cfg)
+    }
+
+    /// Rules that involve more than one key, checked once all layers are applied.
+    fn check_combination(&self) -> Result<(), ConfigError> {
+        let mode = self.tls_mode.as_str();
+        match self.tls_mode {
+            TlsMode::Off => return Ok(()),
+            TlsMode::Files => {
+                for (key, value) in [
+                    ("tls_cert_file", &self.tls_cert_file),
+                    ("tls_key_file", &self.tls_key_file),
+                ] {
+                    if value.is_none() {
+                        return Err(ConfigError::new(
+                            key,
+                            format!("required when tls_mode is \"{mode}\" (a PEM file path)"),
+                        ));
+                    }
+                }
+            }
+            TlsMode::Acme => {
+                if self.acme_domains.is_empty() {
+                    return Err(ConfigError::new(
+                        "acme_domains",
+                        format!(
+                            "required when tls_mode is \"{mode}\": the names the certificate is for, like \"example.org,www.example.org\""
+                        ),
+                    ));
+                }
+            }
+        }
+        // Same port on the same or an overlapping (wildcard) address cannot both bind.
+        let (a, b) = (self.tls_listen, self.listen);
+        let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+        if a.port() == b.port() && overlap {
+            return Err(ConfigError::new(
+                "tls_listen",
+                format!(
+                    "{} is also `listen`; HTTPS needs a port of its own (usually 443, with listen on 80)",
+                    self.tls_listen
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
@@ -163,6 +271,23 @@ impl Config {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                // A list of names reads naturally as an array: join it into the
+                // comma form every other layer uses.
+                toml::Value::Array(items) if *known == "acme_domains" => {
+                    let mut names = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item {
+                            toml::Value::String(s) => names.push(s),
+                            other => {
+                                return Err(ConfigError::new(
+                                    known,
+                                    format!("expected names (strings), found {}", other.type_str()),
+                                ))
+                            }
+                        }
+                    }
+                    names.join(",")
+                }
                 other => {
                     return Err(ConfigError::new(
                         known,
@@ -241,6 +366,57 @@ impl Config {
                 self.app_max_body_bytes = parse_range(key, value, 1, 4096)? * 1024 * 1024
             }
             "static_routes" => self.static_routes = parse_static_routes(value).map_err(err)?,
+            "tls_mode" => {
+                self.tls_mode = match value {
+                    "off" => TlsMode::Off,
+                    "files" => TlsMode::Files,
+                    "acme" => TlsMode::Acme,
+                    _ => return Err(err(format!("{value:?} is not one of off, files, acme"))),
+                }
+            }
+            "tls_listen" => {
+                self.tls_listen = value.parse().map_err(|_| {
+                    err(format!(
+                        "{value:?} is not an address with a port, like 0.0.0.0:443"
+                    ))
+                })?;
+            }
+            "tls_cert_file" => self.tls_cert_file = optional_path(value),
+            "tls_key_file" => self.tls_key_file = optional_path(value),
+            "acme_ca_file" => self.acme_ca_file = optional_path(value),
+            "acme_domains" => self.acme_domains = parse_domains(value).map_err(err)?,
+            "acme_email" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    self.acme_email = None;
+                } else {
+                    let ok = v.split_once('@').is_some_and(|(user, host)| {
+                        !user.is_empty() && host.contains('.') && !host.starts_with('.')
+                    }) && !v.contains(|c: char| c.is_whitespace() || c == ',' || c == ':');
+                    if !ok {
+                        return Err(err(format!("{v:?} is not an email address")));
+                    }
+                    self.acme_email = Some(v.to_string());
+                }
+            }
+            "acme_directory" => {
+                self.acme_directory = match value.trim() {
+                    "production" | "letsencrypt" => LETS_ENCRYPT_PRODUCTION.to_string(),
+                    "staging" | "letsencrypt-staging" => LETS_ENCRYPT_STAGING.to_string(),
+                    url if url.starts_with("https://") && url.len() > "https://".len() => {
+                        url.to_string()
+                    }
+                    _ => {
+                        return Err(err(format!(
+                        "{value:?} is not \"production\", \"staging\" or an https:// directory URL"
+                    )))
+                    }
+                }
+            }
+            "hsts_max_age_secs" => {
+                // Two years is what the HSTS preload list asks for; more is a typo.
+                self.hsts_max_age_secs = parse_range(key, value, 0, 2 * 365 * 24 * 3600)?
+            }
             _ => return Err(err("unknown key".into())),
         }
         Ok(())
@@ -291,6 +467,30 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            "tls_mode" => quote(self.tls_mode.as_str()),
+            "tls_listen" => quote(&self.tls_listen.to_string()),
+            "tls_cert_file" => {
+                return self
+                    .tls_cert_file
+                    .as_ref()
+                    .map(|p| quote(&p.to_string_lossy()))
+            }
+            "tls_key_file" => {
+                return self
+                    .tls_key_file
+                    .as_ref()
+                    .map(|p| quote(&p.to_string_lossy()))
+            }
+            "acme_domains" => quote(&self.acme_domains.join(",")),
+            "acme_email" => return self.acme_email.as_ref().map(|e| quote(e)),
+            "acme_directory" => quote(&self.acme_directory),
+            "acme_ca_file" => {
+                return self
+                    .acme_ca_file
+                    .as_ref()
+                    .map(|p| quote(&p.to_string_lossy()))
+            }
+            "hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
             _ => return None,
         })
     }
@@ -334,6 +534,56 @@ fn parse_static_routes(value: &str) -> Result<Vec<(String, SocketAddr)>, String>
             .parse()
             .map_err(|_| format!("{addr:?} is not an address with a port, like 127.0.0.1:8081"))?;
         out.push((slug.to_string(), addr));
+    }
+    Ok(out)
+}
+
+/// An empty value unsets an optional path (so an env var can clear a file's setting).
+fn optional_path(value: &str) -> Option<PathBuf> {
+    (!value.trim().is_empty()).then(|| PathBuf::from(value.trim()))
+}
+
+/// `a.org, www.a.org` → `["a.org", "www.a.org"]`: lower case, duplicates dropped, order
+/// kept (the first name is the certificate's main name). Only names an ACME CA can
+/// validate over HTTP-01: no wildcards, no IP addresses.
+fn parse_domains(value: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in value.split(',') {
+        let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() {
+            continue;
+        }
+        if name.starts_with("*.") {
+            return Err(format!(
+                "{name:?}: wildcard names need DNS-01 validation, which is not supported; list each name"
+            ));
+        }
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!(
+                "{name:?}: IP addresses are not supported, use a DNS name"
+            ));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "{name:?} is not a DNS name (letters, digits, hyphens and dots; punycode for other scripts)"
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    if out.len() > 100 {
+        return Err(format!(
+            "{} names; a certificate holds at most 100",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -495,5 +745,156 @@ mod tests {
         // The printed config is itself a valid config file (minus the redacted secret).
         let reparsed: toml::Table = text.parse().unwrap();
         assert_eq!(reparsed["listen"].as_str(), Some("127.0.0.1:8880"));
+    }
+    #[test]
+    fn tls_is_off_by_default_and_printed() {
+        let cfg = Config::load(None, env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.tls_mode, TlsMode::Off);
+        assert_eq!(cfg.tls_listen.to_string(), "0.0.0.0:443");
+        assert_eq!(cfg.acme_directory, LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(cfg.hsts_max_age_secs, 0);
+        let text = cfg.render_redacted();
+        assert!(text.contains("tls_mode = \"off\""));
+        assert!(text.contains("# tls_cert_file is not set"));
+        let reparsed: toml::Table = text.parse().unwrap();
+        assert_eq!(reparsed["tls_listen"].as_str(), Some("0.0.0.0:443"));
+    }
+
+    #[test]
+    fn tls_files_mode_needs_both_files() {
+        let e = Config::load(None, env(&[("RSP_TLS_MODE", "files")]), &vec![]).unwrap_err();
+        assert_eq!(e.key, "tls_cert_file");
+        assert!(
+            e.reason.contains("required when tls_mode is \"files\""),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            env(&[("RSP_TLS_MODE", "files"), ("RSP_TLS_CERT_FILE", "/c.pem")]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls_key_file");
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("RSP_TLS_MODE", "files"),
+                ("RSP_TLS_CERT_FILE", "/c.pem"),
+                ("RSP_TLS_KEY_FILE", "/k.pem"),
+                ("RSP_TLS_LISTEN", "127.0.0.1:8443"),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.tls_mode, TlsMode::Files);
+        assert_eq!(cfg.tls_cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(cfg.tls_listen.port(), 8443);
+    }
+
+    #[test]
+    fn tls_mode_and_listen_errors_name_the_key() {
+        let e = Config::load(None, env(&[("RSP_TLS_MODE", "on")]), &vec![]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config: tls_mode: \"on\" is not one of off, files, acme"
+        );
+        let e = Config::load(None, env(&[("RSP_TLS_LISTEN", "443")]), &vec![]).unwrap_err();
+        assert_eq!(e.key, "tls_listen");
+        let e = Config::load(
+            None,
+            env(&[
+                ("RSP_TLS_MODE", "acme"),
+                ("RSP_ACME_DOMAINS", "a.example"),
+                ("RSP_LISTEN", "127.0.0.1:9443"),
+                ("RSP_TLS_LISTEN", "127.0.0.1:9443"),
+            ]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls_listen");
+        assert!(e.reason.contains("port of its own"), "{e}");
+        // The default wildcard tls_listen overlaps a loopback listen on the same port.
+        let e = Config::load(
+            None,
+            env(&[
+                ("RSP_TLS_MODE", "acme"),
+                ("RSP_ACME_DOMAINS", "a.example"),
+                ("RSP_LISTEN", "127.0.0.1:443"),
+            ]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tls_listen");
+    }
+
+    #[test]
+    fn acme_settings_parse_and_validate() {
+        let e = Config::load(None, env(&[("RSP_TLS_MODE", "acme")]), &vec![]).unwrap_err();
+        assert_eq!(e.key, "acme_domains");
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("RSP_TLS_MODE", "acme"),
+                (
+                    "RSP_ACME_DOMAINS",
+                    " Example.ORG, www.example.org.,example.org ",
+                ),
+                ("RSP_ACME_EMAIL", "ops@example.org"),
+                ("RSP_ACME_DIRECTORY", "staging"),
+                ("RSP_ACME_CA_FILE", "/etc/pebble.pem"),
+                ("RSP_HSTS_MAX_AGE_SECS", "31536000"),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.acme_domains, vec!["example.org", "www.example.org"]);
+        assert_eq!(cfg.acme_email.as_deref(), Some("ops@example.org"));
+        assert_eq!(cfg.acme_directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(cfg.acme_ca_file, Some(PathBuf::from("/etc/pebble.pem")));
+        assert_eq!(cfg.hsts_max_age_secs, 31_536_000);
+
+        let bad = |key: &str, value: &str| {
+            let mut cfg = Config::default();
+            let e = cfg.set(key, value).unwrap_err();
+            assert_eq!(e.key, key);
+            e.reason
+        };
+        assert!(bad("acme_domains", "*.example.org").contains("wildcard"));
+        assert!(bad("acme_domains", "127.0.0.1").contains("IP addresses"));
+        assert!(bad("acme_domains", "a_b.example").contains("not a DNS name"));
+        assert!(bad("acme_domains", "-a.example").contains("not a DNS name"));
+        assert!(bad("acme_email", "not-an-address").contains("not an email address"));
+        assert!(bad("acme_email", "a@b.org,c@d.org").contains("not an email address"));
+        assert!(bad("acme_directory", "http://insecure/dir").contains("https://"));
+        assert!(bad("hsts_max_age_secs", "-1").contains("whole number"));
+
+        let mut cfg = Config::default();
+        cfg.set("acme_directory", "https://127.0.0.1:14000/dir")
+            .unwrap();
+        assert_eq!(cfg.acme_directory, "https://127.0.0.1:14000/dir");
+        cfg.set("acme_directory", "production").unwrap();
+        assert_eq!(cfg.acme_directory, LETS_ENCRYPT_PRODUCTION);
+    }
+
+    #[test]
+    fn acme_domains_may_be_a_toml_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "tls_mode = \"acme\"\nacme_domains = [\"a.example\", \"b.example\"]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.acme_domains, vec!["a.example", "b.example"]);
+        // Printed as the comma form, which reads back the same.
+        let text = cfg.render_redacted();
+        assert!(
+            text.contains("acme_domains = \"a.example,b.example\""),
+            "{text}"
+        );
+        std::fs::write(&file, "acme_domains = [1]\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), &vec![]).unwrap_err();
+        assert_eq!(e.key, "acme_domains");
     }
 }

@@ -15,4 +15,5 @@ pub mod server;
 pub mod service;
 pub mod spawner;
 pub mod store;
+pub mod tls;
 pub mod upload;

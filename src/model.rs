@@ -90,11 +90,50 @@ pub struct App {
     pub code_source: CodeSource,
     pub entry_script: String,
     pub replicas: u32,
+    /// Resource limits and environment. Older records without it read as defaults.
+    #[serde(default)]
+    pub settings: AppSettings,
     pub owner_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// Memory limit of each replica when none is set (MiB).
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+/// CPU limit of each replica when none is set (thousandths of a core).
+pub const DEFAULT_CPU_MILLIS: u32 = 1000;
+
+/// Per-app container settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppSettings {
+    /// Memory limit per replica, MiB.
+    pub memory_mb: u64,
+    /// CPU limit per replica, thousandths of a core (integer so records stay `Eq`).
+    pub cpu_millis: u32,
+    /// Environment variables given to every replica.
+    pub env: Vec<EnvVar>,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            memory_mb: DEFAULT_MEMORY_MB,
+            cpu_millis: DEFAULT_CPU_MILLIS,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// One environment variable. The value of a secret one never leaves the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// Index entry for an app's current upload (the files live under the data dir).
@@ -143,5 +182,44 @@ impl AuditEntry {
     pub fn with_ip(mut self, ip: Option<String>) -> Self {
         self.ip = ip;
         self
+    }
+}
+
+/// An ACME account at one CA directory. `credentials` is the ACME client's own JSON
+/// (it holds the account's private key): a secret, never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeAccount {
+    pub directory: String,
+    pub credentials: String,
+    pub contact: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A certificate obtained from an ACME CA: PEM chain (leaf first) and its private key
+/// (a secret). `name` identifies it: the CA directory and the sorted domain names, so
+/// changing either makes a new certificate rather than serving one that does not fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    pub name: String,
+    pub directory: String,
+    pub domains: Vec<String>,
+    pub chain_pem: String,
+    pub key_pem: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+impl StoredCertificate {
+    /// The store key for a certificate of `domains` from `directory`.
+    pub fn name_for(directory: &str, domains: &[String]) -> String {
+        let mut sorted = domains.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        format!("{directory} {}", sorted.join(","))
     }
 }

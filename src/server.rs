@@ -42,6 +42,8 @@ pub enum ServeError {
     },
     #[error("cannot start the proxy: {0}")]
     Proxy(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Run the server until SIGTERM/SIGINT; returns after a graceful drain.
@@ -63,6 +65,19 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?,
     );
+    if config.tls_mode != crate::config::TlsMode::Off {
+        drop(
+            std::net::TcpListener::bind(config.tls_listen).map_err(|source| {
+                ServeError::Listen {
+                    addr: config.tls_listen.to_string(),
+                    source,
+                }
+            })?,
+        );
+    }
+    // Before pingora: a certificate at hand is served from the first handshake, and
+    // an unusable cert file stops the start with a message naming it.
+    let tls = crate::tls::prepare(&config, &store)?;
     let control = bind_control_socket(&config)?;
     raise_nofile_limit();
 
@@ -95,13 +110,37 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     server.add_service(background_service("control plane", control_plane));
 
     let limits = limits(&config);
-    let front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
+    let mut front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
         .map_err(|e| ServeError::Proxy(e.to_string()))?;
+    let mut tls_listener = None;
+    if let Some(tls) = tls {
+        front = front.with_https(crate::proxy::https::HttpsPolicy::new(
+            tls.challenges.clone(),
+            config.tls_listen.port(),
+            config.hsts_max_age_secs,
+        ));
+        // HTTP/1.1 only (no h2 in ALPN), like the plain listener: the data plane's
+        // WebSocket handling is HTTP/1.1.
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| ServeError::Proxy(e.to_string()))?;
+        settings.set_cert_resolver(tls.resolver.clone());
+        tls_listener = Some(settings);
+        server.add_service(background_service(tls.keeper.name(), tls.keeper));
+    }
     let mut proxy = crate::proxy::service(&server.configuration, front, routes, limits);
     proxy.add_listener(crate::proxy::listener(&config.listen.to_string()));
+    if let Some(settings) = tls_listener {
+        proxy.add_listener(crate::proxy::listener(&config.tls_listen.to_string()).tls(settings));
+    }
     server.add_service(proxy);
 
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "rserve-proxy serving");
+    tracing::info!(
+        listen = %config.listen,
+        tls = config.tls_mode.as_str(),
+        tls_listen = %config.tls_listen,
+        data_dir = %config.data_dir.display(),
+        "rserve-proxy serving"
+    );
     server.run(RunArgs {
         shutdown_signal: Box::new(TerminateGracefully),
     });

@@ -3,9 +3,10 @@
 
 mod common_dataplane;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common_dataplane::{free_port, raw_http, read_response, ws_request};
@@ -25,6 +26,11 @@ impl Served {
     }
 
     fn start_with(envs: &[(&str, &str)]) -> Served {
+        Self::start_when(envs, 200)
+    }
+
+    /// Ready when `GET /api/health` on `listen` answers `ready_status` (308 with TLS on).
+    fn start_when(envs: &[(&str, &str)], ready_status: u16) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -57,7 +63,7 @@ impl Served {
                     addr,
                     b"GET /api/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                 );
-                if r.status == 200 {
+                if r.status == ready_status {
                     break;
                 }
             }
@@ -153,4 +159,93 @@ async fn static_routes_serve_without_the_store() {
     assert_eq!(common_dataplane::ws_text(&mut ws, "hi").await, "hi");
     drop(ws);
     tokio::task::spawn_blocking(move || drop(s)).await.unwrap();
+}
+
+/// With TLS on: WebSocket upgrades on the plain listener get the same 308 as every
+/// other request; over TLS they are tunnelled, with `X-Forwarded-Proto: https` and HSTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_tls_and_redirect_on_the_plain_listener() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let b = common_dataplane::backend::Backend::start("tls-backend").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["app.example".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let envs = [
+        ("RSP_TLS_MODE", "files".to_string()),
+        ("RSP_TLS_CERT_FILE", cert.display().to_string()),
+        ("RSP_TLS_KEY_FILE", key.display().to_string()),
+        ("RSP_TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
+        ("RSP_HSTS_MAX_AGE_SECS", "60".to_string()),
+        ("RSP_STATIC_ROUTES", format!("echo={}", b.addr)),
+    ];
+    let ca_pem = issuer.pem();
+    let (status, location, hsts, frame) = tokio::task::spawn_blocking(move || {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let s = Served::start_when(&envs, 308);
+        // Plain listener: redirected like any request.
+        let r = raw_http(s.addr, &ws_request("/echo/x?y=1", ""));
+        let plain = (r.status, r.header("location").map(str::to_string));
+
+        // TLS listener: tunnelled.
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), "app.example".try_into().unwrap())
+                .unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(&ws_request("/echo/", "")).unwrap();
+        let r = read_response(&mut tls);
+        assert_eq!(r.status, 101);
+        let hsts = r.header("strict-transport-security").map(str::to_string);
+        // A masked text frame "name"; the backend answers with its name.
+        let mask = [9u8, 8, 7, 6];
+        let mut frame = vec![0x81, 0x80 | 4];
+        frame.extend_from_slice(&mask);
+        frame.extend(b"name".iter().enumerate().map(|(i, c)| c ^ mask[i % 4]));
+        tls.write_all(&frame).unwrap();
+        let mut got = [0u8; 2 + 11];
+        tls.read_exact(&mut got).unwrap();
+        drop(s);
+        (plain.0, plain.1, hsts, got.to_vec())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 308);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("https://proxy.test:{tls_port}/echo/x?y=1").as_str())
+    );
+    assert_eq!(hsts.as_deref(), Some("max-age=60"));
+    assert_eq!(&frame[..2], &[0x81, 11]);
+    assert_eq!(&frame[2..], b"tls-backend");
+    let seen = b.last_seen();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.path, "/");
+    assert_eq!(
+        b.seen().len(),
+        1,
+        "the plain-listener upgrade never reached the app"
+    );
 }

@@ -66,8 +66,11 @@ start_ts=$(date +%s)
 if ! command -v mmdebstrap >/dev/null; then
   log "installing mmdebstrap (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+  apt_log="$(mktemp)"
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends mmdebstrap; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2; rm -f "$apt_log"; die "could not install mmdebstrap"
+  fi
+  rm -f "$apt_log"
 fi
 
 # --- package sources: the same mirror(s) as this machine's apt ---------------
@@ -77,9 +80,11 @@ sources=()
 if [ -n "$MIRROR" ]; then
   sources=("deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main")
 else
+  # shellcheck disable=SC2016 # $(...) are apt's format fields, not shell
+  fmt='$(TARGET_OF) $(REPO_URI) $(RELEASE) $(COMPONENT)'
   while read -r uri rel; do
     sources+=("deb $uri $rel main")
-  done < <(apt-get indextargets --format '$(TARGET_OF) $(REPO_URI) $(RELEASE) $(COMPONENT)' \
+  done < <(apt-get indextargets --format "$fmt" \
              'Identifier: Packages' 2>/dev/null \
            | awk -v s="$SUITE" '$1 == "deb" && $4 == "main" &&
                  ($3 == s || $3 == s"-updates" || $3 == s"-security" || $3 == s"/updates") {print $2, $3}' \
@@ -132,6 +137,7 @@ rm -f "$root/etc/resolv.conf" "$root/etc/hostname"
 EOF
 chmod +x "$TMP/customize.sh"
 
+# shellcheck disable=SC2016 # "$1" is expanded by mmdebstrap's hook shell
 printf -v hook '%q "$1" %q' "$TMP/customize.sh" "$TMP"
 log "building $SUITE rootfs with mmdebstrap (r-base-core, r-cran-rserve)"
 mm_start=$(date +%s)
@@ -139,14 +145,16 @@ mm_start=$(date +%s)
 # hook sets up merged-/usr the debootstrap way (usr-is-merged), otherwise apt
 # satisfies init-system-helpers' "usrmerge | usr-is-merged" with usrmerge,
 # which drags in perl (~50 MB).  BLAS/LAPACK: Debian's reference libraries.
-# The path-excludes stay in /etc/dpkg/dpkg.cfg.d/ so later apt installs in
-# the image stay slim too.
+# The dpkg options stay in /etc/dpkg/dpkg.cfg.d/ so later apt installs in the
+# image stay slim too; force-unsafe-io (no fsync per file, as in Debian's
+# official Docker images) roughly halves the install time on a busy disk.
 mmdebstrap \
   --mode=root \
   --variant=minbase \
   --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --format=tar \
   --include=r-base-core,r-cran-rserve,libblas3,liblapack3,ca-certificates,tzdata \
+  --dpkgopt='force-unsafe-io' \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/info/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -177,7 +185,7 @@ CMD_JSON='["Rscript","-e","source(\"/app/run_rserve.R\"); Rserve::run.Rserve(web
 docker import \
   --change 'WORKDIR /app' \
   --change 'EXPOSE 8081' \
-  --change 'ENV LANG=C.UTF-8 LC_ALL=C.UTF-8 TZ=UTC' \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 LC_ALL=C.UTF-8 TZ=UTC' \
   --change "LABEL managed-by=rserve-proxy rserve-proxy.r-version=$R_VERSION rserve-proxy.rserve-version=$rserve_version rserve-proxy.base=debian-$SUITE rserve-proxy.r-base-core=$deb_ver" \
   --change 'HEALTHCHECK --interval=30s --timeout=10s --start-period=15s --retries=3 CMD ["/usr/local/bin/rserve-healthcheck"]' \
   --change "CMD $CMD_JSON" \
@@ -192,7 +200,7 @@ docker run --rm --network none "$IMAGE:$R_VERSION" Rscript -e \
 
 new_id="$(docker image inspect -f '{{.Id}}' "$IMAGE:latest")"
 if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
-  docker rmi "$old_id" >/dev/null 2>&1 && log "removed previous image ${old_id#sha256:}" || true
+  if docker rmi "$old_id" >/dev/null 2>&1; then log "removed previous image ${old_id#sha256:}"; fi
 fi
 size="$(docker image inspect -f '{{.Size}}' "$IMAGE:latest")"
 log "done in $(( $(date +%s) - start_ts ))s: $IMAGE:$R_VERSION and $IMAGE:latest ($(( size / 1000000 )) MB, ${new_id#sha256:})"

@@ -31,7 +31,7 @@ pub async fn r_versions(
 }
 
 /// Create an app.
-#[utoipa::path(post, path = "/api/apps", tag = "apps", request_body = CreateAppInput,
+#[utoipa::path(post, path = "/api/apps", tag = "apps", operation_id = "create_app", request_body = CreateAppInput,
     responses((status = 201, body = AppEnvelope), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 409, description = "Slug taken", body = ErrorDto)))]
 pub async fn create(
@@ -50,7 +50,7 @@ pub async fn create(
 }
 
 /// The caller's apps (all apps for admins), with status.
-#[utoipa::path(get, path = "/api/apps", tag = "apps",
+#[utoipa::path(get, path = "/api/apps", tag = "apps", operation_id = "list_apps",
     responses((status = 200, body = AppsEnvelope), (status = 401, body = ErrorDto)))]
 pub async fn list(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<Json<AppsEnvelope>> {
     let views = apps::list(&state, &who).await?;
@@ -60,7 +60,7 @@ pub async fn list(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<J
 }
 
 /// One app with status.
-#[utoipa::path(get, path = "/api/apps/{id}", tag = "apps",
+#[utoipa::path(get, path = "/api/apps/{id}", tag = "apps", operation_id = "get_app",
     params(("id" = uuid::Uuid, Path, description = "App id")),
     responses((status = 200, body = AppStatusEnvelope), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
@@ -76,7 +76,7 @@ pub async fn get(
 }
 
 /// Change any of the create fields except `slug`.
-#[utoipa::path(put, path = "/api/apps/{id}", tag = "apps", request_body = UpdateAppInput,
+#[utoipa::path(put, path = "/api/apps/{id}", tag = "apps", operation_id = "update_app", request_body = UpdateAppInput,
     params(("id" = uuid::Uuid, Path, description = "App id")),
     responses((status = 200, body = AppEnvelope), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
@@ -94,7 +94,7 @@ pub async fn update(
 }
 
 /// Delete an app with its containers, images and uploaded code.
-#[utoipa::path(delete, path = "/api/apps/{id}", tag = "apps",
+#[utoipa::path(delete, path = "/api/apps/{id}", tag = "apps", operation_id = "delete_app",
     params(("id" = uuid::Uuid, Path, description = "App id")),
     responses((status = 200, body = OkDto), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 404, body = ErrorDto),

@@ -20,7 +20,7 @@ fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> Option<Header
 }
 
 /// Log in with a username and password; sets the session cookie.
-#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginInput,
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginInput, security(()),
     responses((status = 200, body = UserEnvelope), (status = 400, body = super::dto::ErrorDto),
               (status = 401, description = "Invalid credentials", body = super::dto::ErrorDto),
               (status = 429, description = "Too many attempts from this address", body = super::dto::ErrorDto)))]

@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::model::{ApiToken, App, CodeSource, Role, User};
+use crate::model::{ApiToken, App, CodeSource, EnvVar, Role, User};
 use crate::service::apps::AppView;
 use crate::spawner::{AppStatus, ContainerInfo};
 
@@ -95,11 +95,35 @@ pub struct AppDto {
     pub code_source: CodeSource,
     pub entry_script: String,
     pub replicas: u32,
+    /// Memory limit per replica, MiB.
+    pub memory_mb: u64,
+    /// CPU limit per replica, cores.
+    pub cpus: f64,
+    pub env: Vec<EnvDto>,
     pub owner_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// An environment variable; the value of a secret one is never sent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnvDto {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub secret: bool,
+}
+
+impl From<&EnvVar> for EnvDto {
+    fn from(e: &EnvVar) -> Self {
+        EnvDto {
+            key: e.key.clone(),
+            value: (!e.secret).then(|| e.value.clone()),
+            secret: e.secret,
+        }
+    }
 }
 
 impl From<&App> for AppDto {
@@ -113,6 +137,9 @@ impl From<&App> for AppDto {
             code_source: a.code_source.clone(),
             entry_script: a.entry_script.clone(),
             replicas: a.replicas,
+            memory_mb: a.settings.memory_mb,
+            cpus: f64::from(a.settings.cpu_millis) / 1000.0,
+            env: a.settings.env.iter().map(EnvDto::from).collect(),
             owner_id: a.owner_id,
             created_at: a.created_at,
             updated_at: a.updated_at,

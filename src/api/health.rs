@@ -10,7 +10,7 @@ use crate::service::{with_store, AppState};
 
 /// Liveness and dependencies. 200 while the store works (Docker being down is
 /// reported, not fatal); 503 when the store cannot be read.
-#[utoipa::path(get, path = "/api/health", tag = "health",
+#[utoipa::path(get, path = "/api/health", tag = "health", security(()),
     responses((status = 200, body = HealthDto), (status = 503, body = HealthDto)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthDto>) {
     let (db, docker) = tokio::join!(

@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     Router::new()
         .nest("/api", api)
+        // `nest` does not cover `/api/` itself; it is still an API path (JSON 404).
+        .route("/api/", axum::routing::any(api_not_found))
         .route("/", get(index))
         .fallback(not_found_page)
         .layer(axum::middleware::from_fn(request_span))

@@ -10,7 +10,7 @@ use super::{apps, auth, dto, health, users};
 #[openapi(
     info(title = "rserve-proxy API", description = "REST API of rserve-proxy, compatible with the original TypeScript rserve-proxy."),
     paths(
-        health::health,
+        health::health, document,
         auth::login, auth::logout, auth::me, auth::change_password,
         auth::create_token, auth::list_tokens, auth::delete_token,
         users::list, users::create, users::update, users::delete,
@@ -43,7 +43,7 @@ impl Modify for Security {
 }
 
 /// The document as JSON.
-#[utoipa::path(get, path = "/api/openapi.json", tag = "health",
+#[utoipa::path(get, path = "/api/openapi.json", tag = "health", security(()),
     responses((status = 200, description = "OpenAPI 3 document")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())

@@ -11,7 +11,7 @@ use crate::service::users::{CreateUserInput, UpdateUserInput};
 use crate::service::{users, AppState};
 
 /// All users (admin only).
-#[utoipa::path(get, path = "/api/users", tag = "users",
+#[utoipa::path(get, path = "/api/users", tag = "users", operation_id = "list_users",
     responses((status = 200, body = UsersEnvelope), (status = 401, body = ErrorDto), (status = 403, body = ErrorDto)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -24,7 +24,7 @@ pub async fn list(
 }
 
 /// Create a user (admin only).
-#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUserInput,
+#[utoipa::path(post, path = "/api/users", tag = "users", operation_id = "create_user", request_body = CreateUserInput,
     responses((status = 201, body = UserEnvelope), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 409, body = ErrorDto)))]
 pub async fn create(
@@ -43,7 +43,7 @@ pub async fn create(
 }
 
 /// Change a user's role or email, or reset their password (admin only).
-#[utoipa::path(put, path = "/api/users/{id}", tag = "users", request_body = UpdateUserInput,
+#[utoipa::path(put, path = "/api/users/{id}", tag = "users", operation_id = "update_user", request_body = UpdateUserInput,
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses((status = 200, body = UserEnvelope), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 404, body = ErrorDto),
@@ -62,7 +62,7 @@ pub async fn update(
 }
 
 /// Delete a user with their sessions and tokens (admin only).
-#[utoipa::path(delete, path = "/api/users/{id}", tag = "users",
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", operation_id = "delete_user",
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses((status = 200, body = OkDto), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 404, body = ErrorDto),

@@ -140,21 +140,21 @@ pub fn strip_slug(path_and_query: &str, slug: &str) -> String {
     }
 }
 
-/// A complete small answer with `Connection: close`.
-pub fn answer(
+/// A complete small answer with `Connection: close` and `extra` headers.
+pub fn answer_with(
     status: u16,
     content_type: &str,
     body: &str,
     request_id: &str,
-    retry_after: Option<u32>,
+    extra: &[(&str, String)],
 ) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\n",
         reason(status),
         body.len()
     );
-    if let Some(secs) = retry_after {
-        let _ = write!(head, "retry-after: {secs}\r\n");
+    for (name, value) in extra {
+        let _ = write!(head, "{name}: {value}\r\n");
     }
     head.push_str("cache-control: no-store\r\nconnection: close\r\n\r\n");
     let mut out = head.into_bytes();

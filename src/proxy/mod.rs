@@ -12,6 +12,7 @@ mod app_http;
 pub mod balance;
 pub mod counters;
 mod http1;
+pub mod https;
 pub mod limits;
 mod prefixed;
 pub mod relay;
@@ -56,7 +57,9 @@ pub struct FrontDoor {
     control_plane: Box<HttpPeer>,
     routes: Routes,
     limits: Limits,
-    tls: bool,
+    /// Set when TLS is on: challenges, redirect to HTTPS, HSTS (shared with the
+    /// tunnel, which answers WebSocket upgrades to apps before `FrontDoor` sees them).
+    https: Option<Arc<https::HttpsPolicy>>,
 }
 
 impl FrontDoor {
@@ -66,8 +69,14 @@ impl FrontDoor {
             control_plane: Box::new(peer),
             routes,
             limits,
-            tls: false,
+            https: None,
         })
+    }
+
+    /// Turn on the TLS behaviour (see `https.rs`).
+    pub fn with_https(mut self, policy: https::HttpsPolicy) -> Self {
+        self.https = Some(Arc::new(policy));
+        self
     }
 }
 
@@ -79,10 +88,11 @@ pub fn service(
     routes: Routes,
     limits: Limits,
 ) -> Service<DataPlane> {
+    let https = front.https.clone();
     let http = pingora::proxy::http_proxy(conf, front);
     Service::new(
         "rserve-proxy front door".to_string(),
-        DataPlane::new(http, routes, limits),
+        DataPlane::new(http, routes, limits, https),
     )
 }
 
@@ -115,6 +125,10 @@ pub struct Ctx {
     /// Counts this request on its replica while it lasts.
     active: Option<ActiveGuard>,
     body_bytes: u64,
+    /// The request came over TLS.
+    pub tls: bool,
+    /// `Strict-Transport-Security` for this response, if any.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 fn client_ip(session: &Session) -> Option<String> {
@@ -165,12 +179,15 @@ async fn respond_with(
     retry_after: Option<u32>,
 ) -> Result<()> {
     let (body, content_type) = error_body(status, message, wants_html(session.req_header()));
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if let Some(secs) = retry_after {
         resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
+    if let Some(h) = &ctx.hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session
@@ -192,6 +209,8 @@ impl ProxyHttp for FrontDoor {
             tried: Vec::new(),
             active: None,
             body_bytes: 0,
+            tls: false,
+            hsts: None,
         }
     }
 
@@ -202,6 +221,14 @@ impl ProxyHttp for FrontDoor {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok()),
         );
+        ctx.tls = https::is_tls(session);
+        if let Some(policy) = &self.https {
+            ctx.hsts = policy.hsts(ctx.tls);
+            if policy.intercept(session, ctx.tls, &ctx.request_id).await? {
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
         let segment = paths::first_segment(req.uri.path());
         if paths::is_admin_segment(segment) {
             ctx.target = Target::ControlPlane;
@@ -320,7 +347,7 @@ impl ProxyHttp for FrontDoor {
                 upstream.remove_header("x-forwarded-for");
             }
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         let host = session
             .req_header()
             .headers
@@ -342,6 +369,9 @@ impl ProxyHttp for FrontDoor {
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(h) = &ctx.hsts {
+            upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
+        }
         Ok(())
     }
 

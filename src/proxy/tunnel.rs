@@ -30,6 +30,7 @@ use tokio::time::timeout;
 
 use super::balance::{self, ActiveGuard};
 use super::http1::{self, HeadRead};
+use super::https::HttpsPolicy;
 use super::limits::{Limits, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, HEAD_TIMEOUT};
 use super::prefixed::Prefixed;
 use super::relay::{self, FrameTracker};
@@ -44,15 +45,24 @@ pub struct DataPlane {
     http: Arc<HttpProxy<FrontDoor>>,
     routes: Routes,
     limits: Limits,
+    /// With TLS on: plain-HTTP upgrades are redirected, HTTPS answers carry HSTS —
+    /// the same policy `FrontDoor` applies to everything else.
+    https: Option<Arc<HttpsPolicy>>,
 }
 
 impl DataPlane {
     /// `http` must be ready to serve (`pingora::proxy::http_proxy` does that).
-    pub fn new(http: HttpProxy<FrontDoor>, routes: Routes, limits: Limits) -> Self {
+    pub fn new(
+        http: HttpProxy<FrontDoor>,
+        routes: Routes,
+        limits: Limits,
+        https: Option<Arc<HttpsPolicy>>,
+    ) -> Self {
         DataPlane {
             http: Arc::new(http),
             routes,
             limits,
+            https,
         }
     }
 }
@@ -135,8 +145,13 @@ fn is_app_websocket(head: &[u8]) -> bool {
 struct Upgrade {
     slug: String,
     path: String,
+    /// Path and query as received (for redirects).
+    target: String,
+    host: Option<String>,
     request_id: String,
     wants_html: bool,
+    /// `Strict-Transport-Security` for our answers (HTTPS with HSTS on).
+    hsts: Option<http::HeaderValue>,
     /// The head to send upstream.
     upstream_head: Vec<u8>,
 }
@@ -188,9 +203,12 @@ fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
     out.extend_from_slice(b"\r\n");
     Some(Upgrade {
         path: path.split('?').next().unwrap_or("/").to_string(),
+        target: path.to_string(),
+        host: http1::header(req.headers, "host").map(str::to_string),
         slug,
         request_id,
         wants_html,
+        hsts: None,
         upstream_head: out,
     })
 }
@@ -198,7 +216,11 @@ fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
 /// The upstream's response head, rewritten for the client: hop-by-hop headers
 /// dropped, `x-request-id` added; for a 101 the upgrade pair is set again, otherwise
 /// the connection is marked to close. Returns (status, head, content-length).
-fn rewrite_response(head: &[u8], request_id: &str) -> Option<(u16, Vec<u8>, Option<u64>)> {
+fn rewrite_response(
+    head: &[u8],
+    request_id: &str,
+    hsts: Option<&http::HeaderValue>,
+) -> Option<(u16, Vec<u8>, Option<u64>)> {
     let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     resp.parse(head).ok()?;
@@ -226,6 +248,9 @@ fn rewrite_response(head: &[u8], request_id: &str) -> Option<(u16, Vec<u8>, Opti
         http1::push_header(&mut out, "connection", b"close");
     }
     http1::push_header(&mut out, "x-request-id", request_id.as_bytes());
+    if let Some(h) = hsts {
+        http1::push_header(&mut out, "strict-transport-security", h.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     let length = http1::header(resp.headers, "content-length").and_then(|v| v.trim().parse().ok());
     Some((status, out, length))
@@ -256,11 +281,21 @@ impl DataPlane {
         let started = Instant::now();
         let client = client_ip(&down);
         let tls = down.get_ssl_digest().is_some();
-        let Some(up) = prepare(&buf[..head_len], client, tls) else {
+        let Some(mut up) = prepare(&buf[..head_len], client, tls) else {
             return;
         };
         let early = buf.split_off(head_len);
         drop(buf);
+
+        if let Some(policy) = &self.https {
+            up.hsts = policy.hsts(tls);
+            if !tls {
+                // Like every plain-HTTP request when TLS is on: to HTTPS.
+                let status = redirect(&mut down, &up, policy).await;
+                log(&up, client, status, started, None);
+                return;
+            }
+        }
 
         // Decide with the snapshot, answer after letting go of it.
         let decision = match self.routes.load().lookup(&up.slug) {
@@ -337,7 +372,7 @@ impl DataPlane {
         .await;
         let rewritten = match read {
             Ok(Ok(HeadRead::Complete(n))) => {
-                rewrite_response(&rbuf[..n], &up.request_id).map(|r| (r, n))
+                rewrite_response(&rbuf[..n], &up.request_id, up.hsts.as_ref()).map(|r| (r, n))
             }
             _ => None,
         };
@@ -457,12 +492,52 @@ where
     first.len() + usize::try_from(copied).unwrap_or(0)
 }
 
+/// 308 to the same path on HTTPS (400 without a usable Host); returns the status.
+async fn redirect(down: &mut Stream, up: &Upgrade, policy: &HttpsPolicy) -> u16 {
+    let location = pingora::http::RequestHeader::build("GET", up.target.as_bytes(), None)
+        .ok()
+        .and_then(|mut req| {
+            if let Some(host) = &up.host {
+                req.insert_header(http::header::HOST, host.as_str()).ok()?;
+            }
+            policy.redirect_target(&req)
+        });
+    let (status, body, extra) = match location {
+        Some(l) => (308, format!("Moved to {l}\n"), vec![("location", l)]),
+        None => (
+            400,
+            "This server answers over HTTPS; the request has no usable Host header\n".to_string(),
+            Vec::new(),
+        ),
+    };
+    let bytes = http1::answer_with(
+        status,
+        "text/plain; charset=utf-8",
+        &body,
+        &up.request_id,
+        &extra,
+    );
+    write_and_close(down, &bytes).await;
+    status
+}
+
 /// Write a small answer from the proxy itself and close.
 async fn answer(down: &mut Stream, up: &Upgrade, status: u16, message: &str, retry: Option<u32>) {
     let (body, content_type) = error_body(status, message, up.wants_html);
-    let bytes = http1::answer(status, content_type, &body, &up.request_id, retry);
+    let mut extra = Vec::new();
+    if let Some(secs) = retry {
+        extra.push(("retry-after", secs.to_string()));
+    }
+    if let Some(h) = up.hsts.as_ref().and_then(|h| h.to_str().ok()) {
+        extra.push(("strict-transport-security", h.to_string()));
+    }
+    let bytes = http1::answer_with(status, content_type, &body, &up.request_id, &extra);
+    write_and_close(down, &bytes).await;
+}
+
+async fn write_and_close(down: &mut Stream, bytes: &[u8]) {
     let _ = timeout(HANDSHAKE_TIMEOUT, async {
-        down.write_all(&bytes).await?;
+        down.write_all(bytes).await?;
         down.flush().await?;
         down.shutdown().await
     })
@@ -553,6 +628,7 @@ mod tests {
         let (status, head, _) = rewrite_response(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
             "rid",
+            None,
         )
         .unwrap();
         assert_eq!(status, 101);
@@ -567,10 +643,12 @@ mod tests {
         let (status, head, len) = rewrite_response(
             b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n",
             "rid",
+            Some(&http::HeaderValue::from_static("max-age=60")),
         )
         .unwrap();
         assert_eq!((status, len), (400, Some(3)));
         let text = String::from_utf8(head).unwrap();
         assert!(text.contains("connection: close\r\n") && !text.contains("keep-alive"));
+        assert!(text.contains("strict-transport-security: max-age=60\r\n"));
     }
 }

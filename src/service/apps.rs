@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::validate::{self, Problems};
 use super::{blocking, with_store, AppState, ClientMeta, Principal, ServiceError, ServiceResult};
-use crate::model::{App, AuditEntry, CodeSource, UploadRecord};
+use crate::model::{App, AppSettings, AuditEntry, CodeSource, EnvVar, UploadRecord};
 use crate::spawner::{AppRuntime, AppSpec, LogSource, LogStream};
 use crate::upload::{self, UploadError};
 
@@ -27,6 +27,25 @@ pub struct CreateAppInput {
     pub entry_script: Option<String>,
     #[serde(default)]
     pub replicas: Option<i64>,
+    /// Memory limit per replica in MiB (default 512).
+    #[serde(default)]
+    pub memory_mb: Option<i64>,
+    /// CPU limit per replica in cores (default 1).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub env: Option<Vec<EnvInput>>,
+}
+
+/// An environment variable as sent by a client. On update, a secret variable sent
+/// without `value` keeps its stored value (clients never see it to send it back).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct EnvInput {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// Any subset of the create fields except `slug`, which never changes.
@@ -48,6 +67,13 @@ pub struct UpdateAppInput {
     pub entry_script: Option<String>,
     #[serde(default)]
     pub replicas: Option<i64>,
+    #[serde(default)]
+    pub memory_mb: Option<i64>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Replaces the whole list.
+    #[serde(default)]
+    pub env: Option<Vec<EnvInput>>,
 }
 
 /// An app with what the backend says about it.
@@ -79,6 +105,62 @@ fn check_code_source(p: &mut Problems, cs: &CodeSource) {
             validate::branch(p, b);
         }
     }
+}
+
+fn check_settings(
+    p: &mut Problems,
+    memory_mb: Option<i64>,
+    cpus: Option<f64>,
+    env: Option<&[EnvInput]>,
+) {
+    if let Some(v) = memory_mb {
+        validate::memory_mb(p, v);
+    }
+    if let Some(v) = cpus {
+        validate::cpus(p, v);
+    }
+    if let Some(vars) = env {
+        validate::env(p, vars.iter().map(|e| (e.key.as_str(), e.value.as_deref())));
+    }
+}
+
+/// Apply validated setting changes. A variable without a value keeps the value it
+/// had (for secrets the client cannot read back); a new one without a value is an error.
+fn apply_settings(
+    settings: &mut AppSettings,
+    memory_mb: Option<i64>,
+    cpus: Option<f64>,
+    env: Option<Vec<EnvInput>>,
+) -> ServiceResult<()> {
+    if let Some(v) = memory_mb {
+        settings.memory_mb = v as u64;
+    }
+    if let Some(v) = cpus {
+        settings.cpu_millis = (v * 1000.0).round() as u32;
+    }
+    if let Some(vars) = env {
+        let mut next = Vec::with_capacity(vars.len());
+        for var in vars {
+            let value = match var.value {
+                Some(v) => v,
+                None => settings
+                    .env
+                    .iter()
+                    .find(|e| e.key == var.key)
+                    .map(|e| e.value.clone())
+                    .ok_or_else(|| {
+                        ServiceError::bad_request(format!("env {:?} needs a value", var.key))
+                    })?,
+            };
+            next.push(EnvVar {
+                key: var.key,
+                value,
+                secret: var.secret,
+            });
+        }
+        settings.env = next;
+    }
+    Ok(())
 }
 
 /// Load an app the caller may touch: 404 when missing, 403 when someone else's.
@@ -122,7 +204,10 @@ pub async fn create(
     validate::entry_script(&mut p, &entry_script);
     let replicas = input.replicas.unwrap_or(1);
     validate::replicas(&mut p, replicas);
+    check_settings(&mut p, input.memory_mb, input.cpus, input.env.as_deref());
     p.finish()?;
+    let mut settings = AppSettings::default();
+    apply_settings(&mut settings, input.memory_mb, input.cpus, input.env)?;
 
     let now = OffsetDateTime::now_utc();
     let app = App {
@@ -134,6 +219,7 @@ pub async fn create(
         code_source,
         entry_script,
         replicas: replicas as u32,
+        settings,
         owner_id: who.user.id,
         created_at: now,
         updated_at: now,
@@ -194,6 +280,7 @@ pub async fn update(
     if let Some(v) = input.replicas {
         validate::replicas(&mut p, v);
     }
+    check_settings(&mut p, input.memory_mb, input.cpus, input.env.as_deref());
     p.finish()?;
 
     let mut app = owned_app(state, who, id).await?;
@@ -215,6 +302,7 @@ pub async fn update(
     if let Some(v) = input.replicas {
         app.replicas = v as u32;
     }
+    apply_settings(&mut app.settings, input.memory_mb, input.cpus, input.env)?;
     app.updated_at = OffsetDateTime::now_utc();
     let audit = audit(who, "app.update", &app, meta);
     let stored = app.clone();

@@ -130,22 +130,12 @@ pub async fn update(
         Some(user.username.clone()),
     )
     .with_ip(meta.ip.clone());
+    if let Some(hash) = new_hash {
+        user.password_hash = hash;
+    }
     let stored = user.clone();
-    let actor = who.map(|w| w.user.clone());
-    let updated = with_store(&state.store, move |s| {
-        s.update_user(&stored, &audit)?;
-        if let Some(hash) = new_hash {
-            let audit = AuditEntry::new(
-                actor.as_ref(),
-                "user.password_reset",
-                Some(stored.username.clone()),
-            );
-            s.set_password(stored.id, &hash, None, &audit)?;
-        }
-        s.get_user(stored.id)
-    })
-    .await?;
-    updated.ok_or_else(not_found)
+    with_store(&state.store, move |s| s.update_user(&stored, &audit)).await?;
+    Ok(user)
 }
 
 pub async fn delete(

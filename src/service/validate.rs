@@ -17,6 +17,8 @@ static ENTRY_SCRIPT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.-]+\.R$").expect("static regex"));
 static USERNAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.@-]+$").expect("static regex"));
+static ENV_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$").expect("static regex"));
 static BRANCH: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._/-]+$").expect("static regex"));
 
@@ -115,6 +117,39 @@ pub fn branch(p: &mut Problems, value: &str) {
         (1..=255).contains(&value.len()) && BRANCH.is_match(value) && !value.starts_with('-'),
         || "codeSource.branch is not a valid branch name".into(),
     );
+}
+
+pub fn memory_mb(p: &mut Problems, value: i64) {
+    p.check((64..=262_144).contains(&value), || {
+        "memoryMb must be from 64 to 262144".into()
+    });
+}
+
+pub fn cpus(p: &mut Problems, value: f64) {
+    p.check(value.is_finite() && (0.05..=64.0).contains(&value), || {
+        "cpus must be from 0.05 to 64".into()
+    });
+}
+
+/// Environment variables: valid, unique keys; bounded count and size.
+pub fn env<'a>(p: &mut Problems, vars: impl ExactSizeIterator<Item = (&'a str, Option<&'a str>)>) {
+    p.check(vars.len() <= 100, || {
+        "env may hold at most 100 variables".into()
+    });
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in vars {
+        p.check(ENV_KEY.is_match(key), || {
+            format!("env key {key:?} must be letters, digits and '_', not starting with a digit")
+        });
+        p.check(seen.insert(key), || {
+            format!("env key {key:?} appears twice")
+        });
+        if let Some(v) = value {
+            p.check(v.len() <= 32 * 1024 && !v.contains('\0'), || {
+                format!("env value of {key:?} must be at most 32 KiB without NUL characters")
+            });
+        }
+    }
 }
 
 pub fn username(p: &mut Problems, value: &str) {

@@ -14,18 +14,26 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use super::tables::{self, META};
 use super::{Result, StoreError};
 
-pub(super) const SCHEMA_VERSION: u32 = 1;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
 pub(super) const VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<()>;
 
 /// One entry per version step; the array length ties it to `SCHEMA_VERSION`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v0_to_v1];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v0_to_v1, v1_to_v2];
 
 /// Version 0 is the pre-release layout: the v1 tables without a version stamp.
 /// Nothing to convert; `prepare` creates any missing table and stamps 1.
 fn v0_to_v1(_txn: &WriteTransaction) -> Result<()> {
+    Ok(())
+}
+
+/// Version 2 adds the TLS tables (ACME accounts, certificates). Nothing to convert;
+/// creating them here says so explicitly rather than leaving it to `create_all`.
+fn v1_to_v2(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(tables::ACME_ACCOUNTS)?;
+    txn.open_table(tables::CERTIFICATES)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Persistent state: one embedded redb file (`state.redb`) holding users, sessions,
-//! API tokens, apps, upload records and the audit log.
+//! API tokens, apps, upload records, the audit log, and TLS state (ACME accounts and
+//! certificates).
 //!
 //! This is the only module that names redb. Every operation is a short synchronous
 //! function (begin, act, commit) returning owned values; async callers wrap it in
@@ -11,6 +12,7 @@
 //! types; keys are `u128` (from `Uuid::as_u128`), `u64` or `&str`, which redb stores
 //! in a fixed (little-endian) byte order and compares by value.
 
+mod acme;
 mod apps;
 mod audit;
 mod migrate;
@@ -156,6 +158,13 @@ impl Store {
                 },
                 other => StoreError::from(other).context(&format!("open {}", path.display())),
             })?;
+        // The file holds password hashes, session ids and TLS private keys: owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| StoreError::Db(format!("restrict {} to mode 0600: {e}", path.display())),
+            )?;
+        }
         migrate::prepare(&db).map_err(|e| e.context(&format!("open {}", path.display())))?;
         Ok(Store {
             db: Arc::new(db),

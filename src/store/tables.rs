@@ -54,6 +54,13 @@ pub(super) const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("u
 /// sequence number (monotonic) -> `AuditEntry`
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
 
+/// ACME directory URL -> `AcmeAccount` (added in schema v2)
+pub(super) const ACME_ACCOUNTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("acme_accounts_v1");
+/// `StoredCertificate::name` -> `StoredCertificate` (added in schema v2)
+pub(super) const CERTIFICATES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("certificates_v1");
+
 /// Creates every current table that does not exist yet (opening one creates it).
 pub(super) fn create_all(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(META)?;
@@ -71,6 +78,8 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<()> {
     txn.open_multimap_table(APPS_BY_OWNER)?;
     txn.open_table(UPLOADS)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(ACME_ACCOUNTS)?;
+    txn.open_table(CERTIFICATES)?;
     Ok(())
 }
 

@@ -102,6 +102,7 @@ fn app(slug: &str, owner: &User, minutes: i64) -> App {
         },
         entry_script: "app.R".to_string(),
         replicas: 1,
+        settings: Default::default(),
         owner_id: owner.id,
         created_at: at(minutes),
         updated_at: at(minutes),
@@ -163,7 +164,7 @@ fn fresh_file_gets_current_version_and_parent_dirs() {
     let path = dir.path().join("a/b/state.redb");
     let store = Store::open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(Store::SCHEMA_VERSION, 1);
+    assert_eq!(Store::SCHEMA_VERSION, 2);
     assert_eq!(store.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert_eq!(store.user_count().unwrap(), 0);
     assert!(store.list_apps(None).unwrap().is_empty());
@@ -185,7 +186,7 @@ fn reopen_keeps_data() {
         (u, a, t)
     };
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert_eq!(store.get_user(u.id).unwrap(), Some(u.clone()));
     assert_eq!(
         store.get_user_by_username("alice").unwrap(),
@@ -972,4 +973,148 @@ fn undecodable_record_is_corrupt() {
     });
     let store = Store::open(&path).unwrap();
     assert!(matches!(store.get_user(id), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn update_user_with_a_new_password_hash_ends_all_their_sessions() {
+    let (_dir, store) = open_temp();
+    let alice = add_user(&store, "alice", Role::Admin, 0);
+    let bob = add_user(&store, "bob", Role::User, 1);
+    add_session(&store, "a1", &alice);
+    add_session(&store, "b1", &bob);
+
+    let mut changed = alice.clone();
+    changed.email = None;
+    store.update_user(&changed, &audit("user.update")).unwrap();
+    assert!(
+        store.get_session("a1").unwrap().is_some(),
+        "same hash: sessions stay"
+    );
+
+    changed.password_hash = "reset-hash".into();
+    store.update_user(&changed, &audit("user.update")).unwrap();
+    assert_eq!(store.get_session("a1").unwrap(), None);
+    assert!(store.get_session("b1").unwrap().is_some());
+}
+
+// ---------------------------------------------------------------- TLS (schema v2)
+
+fn acme_account(directory: &str) -> crate::model::AcmeAccount {
+    crate::model::AcmeAccount {
+        directory: directory.to_string(),
+        credentials: r#"{"id":"https://ca/acct/1"}"#.to_string(),
+        contact: Some("mailto:ops@example.org".to_string()),
+        created_at: T0,
+    }
+}
+
+fn certificate(domains: &[&str], minutes: i64) -> crate::model::StoredCertificate {
+    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+    crate::model::StoredCertificate {
+        name: crate::model::StoredCertificate::name_for("https://ca/dir", &domains),
+        directory: "https://ca/dir".to_string(),
+        domains,
+        chain_pem: format!("chain-{minutes}"),
+        key_pem: format!("key-{minutes}"),
+        not_before: at(minutes),
+        not_after: at(minutes + 90 * 24 * 60),
+        issued_at: at(minutes),
+    }
+}
+
+#[test]
+fn v1_file_migrates_to_v2_with_tls_tables() {
+    let (_dir, path) = temp();
+    let u = {
+        let store = Store::open(&path).unwrap();
+        add_user(&store, "alice", Role::Admin, 0)
+    };
+    // Make it exactly what a v1 binary wrote: no TLS tables, stamped 1.
+    with_raw_db(&path, |txn| {
+        assert!(txn.delete_table(super::tables::ACME_ACCOUNTS).unwrap());
+        assert!(txn.delete_table(super::tables::CERTIFICATES).unwrap());
+        txn.open_table(META)
+            .unwrap()
+            .insert(VERSION_KEY, 1)
+            .unwrap();
+    });
+    assert_eq!(raw_version(&path), Some(1));
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.get_user(u.id).unwrap(), Some(u));
+    // The new tables exist and work.
+    assert_eq!(store.get_acme_account("https://ca/dir").unwrap(), None);
+    let c = certificate(&["a.example"], 0);
+    store
+        .put_certificate(&c, &audit("tls.certificate"))
+        .unwrap();
+    assert_eq!(store.get_certificate(&c.name).unwrap(), Some(c));
+    drop(store);
+    assert_eq!(raw_version(&path), Some(2));
+}
+
+#[test]
+fn acme_accounts_by_directory() {
+    let (_dir, store) = open_temp();
+    let a = acme_account("https://ca/dir");
+    store
+        .put_acme_account(&a, &audit("tls.account.create"))
+        .unwrap();
+    assert_eq!(store.get_acme_account("https://ca/dir").unwrap(), Some(a));
+    assert_eq!(store.get_acme_account("https://other/dir").unwrap(), None);
+    assert!(store
+        .delete_acme_account("https://ca/dir", &audit("tls.account.forget"))
+        .unwrap());
+    assert!(!store
+        .delete_acme_account("https://ca/dir", &audit("tls.account.forget"))
+        .unwrap());
+    assert_eq!(store.get_acme_account("https://ca/dir").unwrap(), None);
+    assert_eq!(
+        audit_actions(&store),
+        vec!["tls.account.forget", "tls.account.create"]
+    );
+}
+
+#[test]
+fn certificates_are_replaced_on_renewal_and_keyed_by_name_set() {
+    let (_dir, path) = temp();
+    let first = certificate(&["b.example", "a.example"], 0);
+    let renewed = certificate(&["b.example", "a.example"], 60);
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .put_certificate(&first, &audit("tls.certificate"))
+            .unwrap();
+        store
+            .put_certificate(&renewed, &audit("tls.certificate"))
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    // Same names in another order: same certificate.
+    let name = crate::model::StoredCertificate::name_for(
+        "https://ca/dir",
+        &["a.example".to_string(), "b.example".to_string()],
+    );
+    assert_eq!(name, first.name);
+    assert_eq!(store.get_certificate(&name).unwrap(), Some(renewed));
+    // Another name set or another CA: not that certificate.
+    let other = crate::model::StoredCertificate::name_for("https://ca/dir", &["a.example".into()]);
+    assert_eq!(store.get_certificate(&other).unwrap(), None);
+    let staging = crate::model::StoredCertificate::name_for(
+        "https://staging/dir",
+        &["a.example".to_string(), "b.example".to_string()],
+    );
+    assert_eq!(store.get_certificate(&staging).unwrap(), None);
+}
+
+#[test]
+fn state_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = temp();
+    drop(Store::open(&path).unwrap());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(Store::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }

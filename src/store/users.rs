@@ -115,6 +115,10 @@ impl Store {
             }
             users.insert(key, encode(user)?.as_slice())?;
             set_admin(txn, key, user.role == Role::Admin)?;
+            // A new password ends every session of the user, whoever set it.
+            if old.password_hash != user.password_hash {
+                sessions::remove_user_sessions(txn, user.id, None)?;
+            }
             audit::append(txn, audit)
         })
     }

@@ -299,7 +299,7 @@ impl RawResponse {
 }
 
 /// Read one response from a blocking stream (Content-Length, chunked or to EOF).
-pub fn read_response(s: &mut StdTcpStream) -> RawResponse {
+pub fn read_response(s: &mut impl Read) -> RawResponse {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let (status, headers, head_len) = loop {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# install-test-deps.sh -- install (only if missing) what rserve-proxy's tests
+# and image build need on a Debian 12 machine (CI runs it as root):
+#   cmake                         (native builds of some crates)
+#   r-base-core, r-cran-rserve    (host-native Rserve for tests)
+#   mmdebstrap                    (images/rserve-base/build-from-debian.sh)
+#   python3, python3-websocket    (scripts/rserve_ocap_probe.py)
+#   ca-certificates
+#   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
+# Docker itself is expected to be installed and running already.
+# Runs `apt-get update` only when something is missing. Quiet on success.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates pebble)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "install-test-deps: need root to install: ${missing[*]}" >&2; exit 1; }
+  echo "install-test-deps: installing ${missing[*]}" >&2
+  log="$(mktemp)"
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
+fi
+
+if ! command -v docker >/dev/null 2>&1; then
+  echo "install-test-deps: WARNING: docker CLI not found (needed for image tests)" >&2
+fi
