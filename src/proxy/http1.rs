@@ -45,46 +45,77 @@ pub enum HeadRead {
     Other,
 }
 
-/// Read until `buf` holds a complete request (or response, with `response`) head.
-pub async fn read_head<S>(s: &mut S, buf: &mut BytesMut, response: bool) -> io::Result<HeadRead>
+/// Read until `buf` holds a complete response head.
+pub async fn read_response_head<S>(s: &mut S, buf: &mut BytesMut) -> io::Result<HeadRead>
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
+    read_until_head(s, buf, |b| {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Response::new(&mut headers).parse(b) {
+            Ok(httparse::Status::Complete(n)) => Ok(Some((n, false))),
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(_) => Err(()),
+        }
+    })
+    .await
+    .map(|(r, _)| r)
+}
+
+/// Read until `buf` holds a complete request head; also returns `classify` of the
+/// parsed request (parsed once, here).
+pub async fn read_request_head<S>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    classify: fn(&httparse::Request<'_, '_>) -> bool,
+) -> io::Result<(HeadRead, bool)>
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
+    read_until_head(s, buf, |b| {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(b) {
+            Ok(httparse::Status::Complete(n)) => Ok(Some((n, classify(&req)))),
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(_) => Err(()),
+        }
+    })
+    .await
+}
+
+/// `parse`: `Ok(Some((head length, flag)))` when complete, `Ok(None)` when more is
+/// needed, `Err` when it is not a head we handle.
+async fn read_until_head<S>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    parse: impl Fn(&[u8]) -> Result<Option<(usize, bool)>, ()>,
+) -> io::Result<(HeadRead, bool)>
 where
     S: AsyncRead + Unpin + ?Sized,
 {
     loop {
         if !buf.is_empty() {
-            match head_len(buf, response) {
-                Ok(Some(n)) => return Ok(HeadRead::Complete(n)),
+            match parse(buf) {
+                Ok(Some((n, flag))) => return Ok((HeadRead::Complete(n), flag)),
                 Ok(None) => {}
-                Err(()) => return Ok(HeadRead::Other),
+                Err(()) => return Ok((HeadRead::Other, false)),
             }
         }
         if buf.len() >= MAX_HEAD {
-            return Ok(HeadRead::Other);
+            return Ok((HeadRead::Other, false));
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
         if s.read_buf(buf).await? == 0 {
-            return Ok(if buf.is_empty() {
+            let end = if buf.is_empty() {
                 HeadRead::Closed
             } else {
                 HeadRead::Other
-            });
+            };
+            return Ok((end, false));
         }
-    }
-}
-
-fn head_len(buf: &[u8], response: bool) -> Result<Option<usize>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let status = if response {
-        httparse::Response::new(&mut headers).parse(buf)
-    } else {
-        httparse::Request::new(&mut headers).parse(buf)
-    };
-    match status {
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
     }
 }
 
@@ -222,8 +253,11 @@ mod tests {
             a.write_all(&vec![b'a'; MAX_HEAD]).await.unwrap();
         });
         let mut buf = BytesMut::new();
-        let r = read_head(&mut b, &mut buf, false).await.unwrap();
+        let (r, get) = read_request_head(&mut b, &mut buf, |r| r.method == Some("GET"))
+            .await
+            .unwrap();
         assert_eq!(r, HeadRead::Complete(28));
+        assert!(get);
         assert_eq!(&buf[28..32], b"rest");
 
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
@@ -234,15 +268,15 @@ mod tests {
         });
         let mut buf = BytesMut::new();
         assert_eq!(
-            read_head(&mut b, &mut buf, false).await.unwrap(),
-            HeadRead::Other
+            read_request_head(&mut b, &mut buf, |_| true).await.unwrap(),
+            (HeadRead::Other, false)
         );
 
         let (a, mut b) = tokio::io::duplex(64);
         drop(a);
         let mut buf = BytesMut::new();
         assert_eq!(
-            read_head(&mut b, &mut buf, false).await.unwrap(),
+            read_response_head(&mut b, &mut buf).await.unwrap(),
             HeadRead::Closed
         );
     }

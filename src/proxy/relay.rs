@@ -1,8 +1,10 @@
 //! The WebSocket tunnel's byte relay: after the 101, copy bytes both ways until both
 //! sides are done, the connection has been idle too long, or the server shuts down.
 //!
-//! It is a plain two-way copy (like `tokio::io::copy_bidirectional`) with one small
-//! buffer per direction, plus three things a generic copy cannot do:
+//! It is a plain two-way copy (like `tokio::io::copy_bidirectional`), but it reads into
+//! a per-thread buffer and writes on at once; only bytes the writer cannot take right
+//! away are kept by the connection (and freed when written), so an idle tunnel holds
+//! no buffer at all. On top, three things a generic copy cannot do:
 //! - count bytes into the app's counters as they pass;
 //! - an idle timeout (no byte in either direction for `idle`);
 //! - follow WebSocket frame boundaries (headers only — payloads are skipped, never
@@ -10,6 +12,7 @@
 //!   shutdown, the proxy can end the conversation with a proper Close frame instead of
 //!   a bare TCP close — when, and only when, that frame would land between two frames.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -21,9 +24,9 @@ use tokio::time::{sleep, Instant, Sleep};
 
 use super::counters::AppCounters;
 
-/// Per-direction buffer. Two of these are all the memory a tunnel holds besides the
-/// sockets: large messages just take more reads.
-pub const BUF_SIZE: usize = 8 * 1024;
+/// Size of the per-thread read buffer. A tunnel owns a buffer only while its writer is
+/// slower than its reader (at most this much per direction).
+pub const SCRATCH_SIZE: usize = 32 * 1024;
 /// After one direction has finished, how long the other may still run.
 const LINGER: Duration = Duration::from_secs(5);
 /// Time allowed for writing the Close frames on idle timeout or shutdown.
@@ -151,10 +154,27 @@ pub enum Ending {
     WriteFailed,
 }
 
+thread_local! {
+    /// Every relay on a worker thread reads into this buffer and writes straight on
+    /// from it; only what the writer cannot take at once is copied into the
+    /// connection's own `pending` buffer. An idle tunnel therefore holds no buffer.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// What one read step did.
+enum Step {
+    /// Bytes came and were written on (or kept in `pending`).
+    Data,
+    /// The reader ended (`true`: with an error such as a reset).
+    End(bool),
+    Pending,
+    WriteFailed(io::Error),
+}
+
 struct Pipe {
-    buf: Box<[u8]>,
+    /// Read but not yet written: only while the writer is slower than the reader.
+    pending: Vec<u8>,
     pos: usize,
-    cap: usize,
     read_done: bool,
     /// The reader failed (reset, …) rather than ending cleanly.
     read_failed: bool,
@@ -169,9 +189,8 @@ struct Pipe {
 impl Pipe {
     fn new(frames: FrameTracker, inbound: bool) -> Self {
         Pipe {
-            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            pending: Vec::new(),
             pos: 0,
-            cap: 0,
             read_done: false,
             read_failed: false,
             need_flush: false,
@@ -183,11 +202,11 @@ impl Pipe {
 
     /// Everything read so far has been written.
     fn drained(&self) -> bool {
-        self.pos == self.cap
+        self.pos == self.pending.len()
     }
 
     /// Copy until the reader ends (then shut the writer down) or a write fails.
-    /// `inject_close`: on the reader's end, if the frames allow, send this Close frame
+    /// `inject_close`: on the reader's end, if the frames allow, send a Close 1011
     /// (server → client only) before shutting the writer down.
     fn poll_copy<R, W>(
         &mut self,
@@ -203,16 +222,20 @@ impl Pipe {
         W: AsyncWrite + Unpin + ?Sized,
     {
         loop {
-            while self.pos < self.cap {
-                let n =
-                    ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.pos..self.cap]))?;
+            while self.pos < self.pending.len() {
+                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.pending[self.pos..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.frames.observe(&self.buf[self.pos..self.pos + n]);
+                self.frames.observe(&self.pending[self.pos..self.pos + n]);
                 self.pos += n;
                 self.need_flush = true;
                 *progress = true;
+            }
+            if !self.pending.is_empty() {
+                // Give the memory back: an idle tunnel keeps no buffer.
+                self.pending = Vec::new();
+                self.pos = 0;
             }
             if self.read_done {
                 if self.need_flush {
@@ -224,40 +247,81 @@ impl Pipe {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            let mut rb = ReadBuf::new(&mut self.buf);
-            let result = Pin::new(&mut *reader).poll_read(cx, &mut rb);
-            let n = match result {
-                Poll::Pending => {
+            match SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut buf) => self.read_step(cx, reader, writer, counters, &mut buf),
+                // Not expected (relays do not nest), but never panic for it.
+                Err(_) => self.read_step(cx, reader, writer, counters, &mut [0u8; 4096]),
+            }) {
+                Step::Data => *progress = true,
+                Step::Pending => {
                     if self.need_flush {
                         ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                         self.need_flush = false;
                     }
                     return Poll::Pending;
                 }
-                Poll::Ready(Ok(())) => rb.filled().len(),
-                Poll::Ready(Err(_)) => {
-                    self.read_failed = true;
-                    0
+                Step::WriteFailed(e) => return Poll::Ready(Err(e)),
+                Step::End(failed) => {
+                    *progress = true;
+                    self.read_done = true;
+                    self.read_failed = failed;
+                    if inject_close && self.frames.can_close() {
+                        self.pending =
+                            close_frame(CLOSE_BACKEND_GONE, "backend closed the connection", None);
+                        self.pos = 0;
+                    }
                 }
-            };
-            *progress = true;
-            self.pos = 0;
-            self.cap = n;
-            if n > 0 {
-                if self.inbound {
-                    counters.bytes_in(n);
-                } else {
-                    counters.bytes_out(n);
-                }
-                continue;
-            }
-            self.read_done = true;
-            if inject_close && self.frames.can_close() {
-                let frame = close_frame(CLOSE_BACKEND_GONE, "backend closed the connection", None);
-                self.buf[..frame.len()].copy_from_slice(&frame);
-                self.cap = frame.len();
             }
         }
+    }
+
+    /// Read once into `buf` and write on as much as the writer takes now; keep the
+    /// rest in `pending`.
+    fn read_step<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+        counters: &AppCounters,
+        buf: &mut [u8],
+    ) -> Step
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *reader).poll_read(cx, &mut rb) {
+            Poll::Pending => return Step::Pending,
+            Poll::Ready(Err(_)) => return Step::End(true),
+            Poll::Ready(Ok(())) => {}
+        }
+        let data = rb.filled();
+        if data.is_empty() {
+            return Step::End(false);
+        }
+        if self.inbound {
+            counters.bytes_in(data.len());
+        } else {
+            counters.bytes_out(data.len());
+        }
+        let mut off = 0;
+        while off < data.len() {
+            match Pin::new(&mut *writer).poll_write(cx, &data[off..]) {
+                Poll::Ready(Ok(0)) => return Step::WriteFailed(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.frames.observe(&data[off..off + n]);
+                    off += n;
+                    self.need_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Step::WriteFailed(e),
+                Poll::Pending => break,
+            }
+        }
+        if off < data.len() {
+            self.pending = data[off..].to_vec();
+            self.pos = 0;
+        }
+        Step::Data
     }
 }
 
@@ -412,6 +476,59 @@ mod tests {
         let mut t = FrameTracker::default();
         t.observe(&close_frame(1000, "bye", Some([9, 8, 7, 6])));
         assert!(t.at_boundary() && t.close_seen() && !t.can_close());
+    }
+
+    #[tokio::test]
+    async fn relays_everything_in_order_through_slow_writers() {
+        use tokio::io::AsyncReadExt;
+        // Tiny pipes: nearly every write is partial or pending, so `pending` is used.
+        let (mut client, mut down) = tokio::io::duplex(61);
+        let (mut up, mut backend) = tokio::io::duplex(37);
+        let counters = AppCounters::default();
+        let (_stop, watch) = tokio::sync::watch::channel(false);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let relay = run(
+            &mut down,
+            &mut up,
+            FrameTracker::default(),
+            FrameTracker::default(),
+            &counters,
+            Duration::from_secs(10),
+            &watch,
+        );
+        let echo = async {
+            let mut buf = vec![0u8; 1000];
+            loop {
+                let n = backend.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                backend.write_all(&buf[..n]).await.unwrap();
+            }
+            backend.shutdown().await.unwrap();
+        };
+        let (mut rd, mut wr) = tokio::io::split(&mut client);
+        let send = async {
+            for chunk in data.chunks(7_000) {
+                wr.write_all(chunk).await.unwrap();
+            }
+            wr.shutdown().await.unwrap();
+        };
+        let receive = async {
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (ending, (), (), got) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(relay, echo, send, receive)
+        })
+        .await
+        .unwrap();
+        assert!(got == data, "echo differs ({} bytes back)", got.len());
+        // Plain bytes, no Close frames: which side "ended first" is not meaningful here.
+        assert!(matches!(ending, Ending::Closed | Ending::UpstreamGone));
+        let c = counters.snapshot();
+        assert_eq!((c.bytes_in, c.bytes_out), (200_000, 200_000));
     }
 
     #[test]

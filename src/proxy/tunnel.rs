@@ -3,8 +3,8 @@
 //!
 //! For every HTTP/1 request head on a connection it reads the head itself first. A
 //! WebSocket upgrade to an app slug is handled here, start to end: pick a replica,
-//! forward the rewritten head, relay the 101, then copy bytes both ways with small
-//! buffers ([`super::relay`]). Everything else — admin paths, plain HTTP to apps — is
+//! forward the rewritten head, relay the 101, then copy bytes both ways without a
+//! buffer of its own while idle ([`super::relay`]). Everything else — admin paths, plain HTTP to apps — is
 //! handed to pingora with the head put back in front of the stream ([`Prefixed`]), one
 //! request at a time, exactly as pingora's own HTTP/1 loop would do it.
 //!
@@ -85,20 +85,18 @@ impl ServerApp for DataPlane {
             let mut buf = BytesMut::with_capacity(1024);
             let mut watch = shutdown.clone();
             let read = tokio::select! {
-                r = timeout(HEAD_TIMEOUT, http1::read_head(&mut stream, &mut buf, false)) => r,
+                r = timeout(HEAD_TIMEOUT, http1::read_request_head(&mut stream, &mut buf, is_app_websocket)) => r,
                 _ = watch.wait_for(|stop| *stop) => return None,
             };
             match read {
-                Ok(Ok(HeadRead::Complete(n))) => {
-                    if is_app_websocket(&buf[..n]) {
-                        self.websocket(stream, buf, n, shutdown).await;
-                        return None;
-                    }
+                Ok(Ok((HeadRead::Complete(n), true))) => {
+                    self.websocket(stream, buf, n, shutdown).await;
+                    return None;
                 }
                 // Let pingora answer what we do not handle (it allows longer heads and
                 // answers malformed ones with 400).
-                Ok(Ok(HeadRead::Other)) => {}
-                Ok(Ok(HeadRead::Closed)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok((HeadRead::Complete(_) | HeadRead::Other, _))) => {}
+                Ok(Ok((HeadRead::Closed, _))) | Ok(Err(_)) | Err(_) => return None,
             }
             let mut session = ServerSession::new_http1(Prefixed::wrap(stream, buf.freeze()));
             match settings.take() {
@@ -127,12 +125,7 @@ impl ServerApp for DataPlane {
 
 /// An HTTP/1.1 `GET` with `Upgrade: websocket` whose first path segment is not an
 /// admin path. (Whether the slug exists is decided later, with the answer.)
-fn is_app_websocket(head: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false;
-    }
+fn is_app_websocket(req: &httparse::Request<'_, '_>) -> bool {
     let (Some("GET"), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return false;
     };
@@ -351,7 +344,7 @@ impl DataPlane {
         let mut c2s = FrameTracker::default();
         c2s.observe(&early);
         counters.bytes_in(early.len());
-        let mut first = up.upstream_head.clone();
+        let mut first = std::mem::take(&mut up.upstream_head);
         first.extend_from_slice(&early);
         drop(early);
         let sent = timeout(self.limits.idle_timeout, upstream.write_all(&first)).await;
@@ -367,7 +360,7 @@ impl DataPlane {
         let mut rbuf = BytesMut::with_capacity(1024);
         let read = timeout(
             HANDSHAKE_TIMEOUT,
-            http1::read_head(&mut upstream, &mut rbuf, true),
+            http1::read_response_head(&mut upstream, &mut rbuf),
         )
         .await;
         let rewritten = match read {
@@ -571,6 +564,13 @@ mod tests {
     use super::*;
 
     const HEAD: &[u8] = b"GET /app/ws/x?q=1 HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade, X-Drop\r\nX-Drop: secret\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Request-Id: abc\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+
+    fn is_app_websocket(head: &[u8]) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(head).unwrap();
+        super::is_app_websocket(&req)
+    }
 
     #[test]
     fn recognises_app_websockets_only() {
