@@ -84,6 +84,16 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Password for the first `admin` account (first start only). Secret.
     pub admin_password: Option<String>,
+    /// Concurrent WebSocket connections per app; one more is refused with 503.
+    pub app_max_websockets: u64,
+    /// A WebSocket with no traffic either way for this long is closed; an HTTP request
+    /// whose app sends nothing for this long fails with 504.
+    pub app_idle_timeout: Duration,
+    /// Largest HTTP request body sent to an app; larger ones get 413.
+    pub app_max_body_bytes: u64,
+    /// Routes served without any app in the store (benchmarks, debugging):
+    /// `slug=host:port` entries, each slug a running app with these replicas.
+    pub static_routes: Vec<(String, SocketAddr)>,
     pub tls_mode: TlsMode,
     /// The HTTPS listener (when `tls_mode` is not `off`); `listen` then redirects to it
     /// and answers ACME HTTP-01 challenges.
@@ -118,6 +128,10 @@ impl Default for Config {
             upload_max_bytes: 50 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(2),
             admin_password: None,
+            app_max_websockets: 1000,
+            app_idle_timeout: Duration::from_secs(3600),
+            app_max_body_bytes: 16 * 1024 * 1024,
+            static_routes: Vec::new(),
             tls_mode: TlsMode::Off,
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
             tls_cert_file: None,
@@ -145,6 +159,10 @@ pub const KEYS: &[&str] = &[
     "upload_max_mb",
     "shutdown_grace_secs",
     "admin_password",
+    "app_max_websockets",
+    "app_idle_timeout_secs",
+    "app_max_body_mb",
+    "static_routes",
     "tls_mode",
     "tls_listen",
     "tls_cert_file",
@@ -337,6 +355,17 @@ impl Config {
                 }
                 self.admin_password = Some(value.to_string());
             }
+            "app_max_websockets" => {
+                self.app_max_websockets = parse_range(key, value, 1, 1_000_000)?
+            }
+            "app_idle_timeout_secs" => {
+                self.app_idle_timeout =
+                    Duration::from_secs(parse_range(key, value, 1, 7 * 24 * 3600)?)
+            }
+            "app_max_body_mb" => {
+                self.app_max_body_bytes = parse_range(key, value, 1, 4096)? * 1024 * 1024
+            }
+            "static_routes" => self.static_routes = parse_static_routes(value).map_err(err)?,
             "tls_mode" => {
                 self.tls_mode = match value {
                     "off" => TlsMode::Off,
@@ -426,6 +455,18 @@ impl Config {
             "upload_max_mb" => (self.upload_max_bytes / (1024 * 1024)).to_string(),
             "shutdown_grace_secs" => self.shutdown_grace.as_secs().to_string(),
             "admin_password" => return self.admin_password.as_ref().map(|p| quote(p)),
+            "app_max_websockets" => self.app_max_websockets.to_string(),
+            "app_idle_timeout_secs" => self.app_idle_timeout.as_secs().to_string(),
+            "app_max_body_mb" => (self.app_max_body_bytes / (1024 * 1024)).to_string(),
+            "static_routes" if self.static_routes.is_empty() => return None,
+            "static_routes" => quote(
+                &self
+                    .static_routes
+                    .iter()
+                    .map(|(slug, addr)| format!("{slug}={addr}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             "tls_mode" => quote(self.tls_mode.as_str()),
             "tls_listen" => quote(&self.tls_listen.to_string()),
             "tls_cert_file" => {
@@ -467,6 +508,34 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
     }
+}
+
+/// `slug=host:port[,slug=host:port…]`; an empty value means none. A slug given twice
+/// gets both addresses as replicas.
+fn parse_static_routes(value: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((slug, addr)) = entry.split_once('=') else {
+            return Err(format!("{entry:?} is not slug=host:port"));
+        };
+        let slug = slug.trim();
+        let slug_ok = (1..=64).contains(&slug.len())
+            && slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !crate::paths::is_admin_segment(slug);
+        if !slug_ok {
+            return Err(format!(
+                "{slug:?} is not a usable slug (a-z, 0-9, '-'; not an admin path)"
+            ));
+        }
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an address with a port, like 127.0.0.1:8081"))?;
+        out.push((slug.to_string(), addr));
+    }
+    Ok(out)
 }
 
 /// An empty value unsets an optional path (so an env var can clear a file's setting).
@@ -593,6 +662,73 @@ mod tests {
         let e = Config::load(Some(&file), env(&[]), &vec![]).unwrap_err();
         assert_eq!(e.key, "config");
         assert_eq!(e.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn data_plane_limits() {
+        let cfg = Config::load(None, env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.app_max_websockets, 1000);
+        assert_eq!(cfg.app_idle_timeout, Duration::from_secs(3600));
+        assert_eq!(cfg.app_max_body_bytes, 16 * 1024 * 1024);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "app_max_websockets = 50\napp_max_body_mb = 2\n").unwrap();
+        let cfg = Config::load(
+            Some(&file),
+            env(&[
+                ("RSP_APP_IDLE_TIMEOUT_SECS", "90"),
+                ("RSP_APP_MAX_WEBSOCKETS", "60"),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.app_max_websockets, 60, "env beats file");
+        assert_eq!(cfg.app_idle_timeout, Duration::from_secs(90));
+        assert_eq!(cfg.app_max_body_bytes, 2 * 1024 * 1024);
+        let text = cfg.render_redacted();
+        assert!(text.contains("app_idle_timeout_secs = 90\n"), "{text}");
+        assert!(text.contains("app_max_body_mb = 2\n"), "{text}");
+
+        for (key, bad) in [
+            ("RSP_APP_MAX_WEBSOCKETS", "0"),
+            ("RSP_APP_IDLE_TIMEOUT_SECS", "soon"),
+            ("RSP_APP_MAX_BODY_MB", "4097"),
+        ] {
+            let e = Config::load(None, env(&[(key, bad)]), &vec![]).unwrap_err();
+            assert_eq!(format!("RSP_{}", e.key.to_ascii_uppercase()), key);
+        }
+    }
+
+    #[test]
+    fn static_routes() {
+        let cfg = Config::load(
+            None,
+            env(&[(
+                "RSP_STATIC_ROUTES",
+                "echo=127.0.0.1:9001, echo=127.0.0.1:9002,b-2=[::1]:80",
+            )]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.static_routes.len(), 3);
+        assert_eq!(cfg.static_routes[1].0, "echo");
+        assert_eq!(cfg.static_routes[2].1.to_string(), "[::1]:80");
+        assert!(cfg
+            .render_redacted()
+            .contains("static_routes = \"echo=127.0.0.1:9001,echo=127.0.0.1:9002,b-2=[::1]:80\""));
+        assert!(Config::default()
+            .render_redacted()
+            .contains("# static_routes is not set"));
+        for bad in [
+            "echo",
+            "api=127.0.0.1:1",
+            "Echo=127.0.0.1:1",
+            "echo=localhost",
+        ] {
+            let e = Config::load(None, env(&[("RSP_STATIC_ROUTES", bad)]), &vec![]).unwrap_err();
+            assert_eq!(e.key, "static_routes", "{bad}");
+        }
     }
 
     #[test]

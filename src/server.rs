@@ -5,14 +5,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
-use crate::proxy::routes::RouteTable;
+use crate::proxy::limits::Limits;
+use crate::proxy::routes::Routes;
 use crate::proxy::FrontDoor;
 use crate::service::AppState;
 use crate::spawner::docker::DockerSpawner;
@@ -80,6 +80,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // an unusable cert file stops the start with a message naming it.
     let tls = crate::tls::prepare(&config, &store)?;
     let control = bind_control_socket(&config)?;
+    raise_nofile_limit();
 
     let mut conf = ServerConf {
         threads: config.threads,
@@ -98,7 +99,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
     server.bootstrap();
 
-    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    // The runtime publishes app routes here (see proxy::routes::Routes).
+    let routes = Routes::new();
+    publish_static_routes(&routes, &config.static_routes);
     let config = Arc::new(config);
     let control_plane = ControlPlane {
         listener: Mutex::new(Some(control)),
@@ -108,7 +111,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     };
     server.add_service(background_service("control plane", control_plane));
 
-    let mut front = FrontDoor::new(&config.control_socket(), routes)
+    let limits = limits(&config);
+    let mut front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
         .map_err(|e| ServeError::Proxy(e.to_string()))?;
     let mut tls_listener = None;
     if let Some(tls) = tls {
@@ -125,10 +129,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         tls_listener = Some(settings);
         server.add_service(background_service(tls.keeper.name(), tls.keeper));
     }
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, front);
-    proxy.add_tcp(&config.listen.to_string());
+    let mut proxy = crate::proxy::service(&server.configuration, front, routes, limits);
+    proxy.add_listener(crate::proxy::listener(&config.listen.to_string()));
     if let Some(settings) = tls_listener {
-        proxy.add_tls_with_settings(&config.tls_listen.to_string(), None, settings);
+        proxy.add_listener(crate::proxy::listener(&config.tls_listen.to_string()).tls(settings));
     }
     server.add_service(proxy);
 
@@ -145,6 +149,70 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(config.control_socket());
     tracing::info!("rserve-proxy stopped");
     Ok(())
+}
+
+/// `static_routes` from the config: each slug a running app (not in the store, not in
+/// the API) whose replicas are the given addresses. Meant for benchmarks and debugging,
+/// hence the warning.
+pub fn publish_static_routes(routes: &Routes, static_routes: &[(String, std::net::SocketAddr)]) {
+    use crate::proxy::routes::{AppEntry, AppPhase, ReplicaEntry};
+    let mut entries: Vec<AppEntry> = Vec::new();
+    for (slug, addr) in static_routes {
+        let replica = ReplicaEntry {
+            addr: *addr,
+            healthy: true,
+        };
+        match entries.iter_mut().find(|e| &e.slug == slug) {
+            Some(e) => e.replicas.push(replica),
+            None => entries.push(AppEntry {
+                app_id: uuid::Uuid::new_v4(),
+                slug: slug.clone(),
+                phase: AppPhase::Running,
+                replicas: vec![replica],
+            }),
+        }
+    }
+    for e in &entries {
+        let replicas: Vec<String> = e.replicas.iter().map(|r| r.addr.to_string()).collect();
+        tracing::warn!(slug = %e.slug, replicas = %replicas.join(","), "static route from config (static_routes)");
+        routes.upsert(e.clone());
+    }
+}
+
+/// The data plane's limits from the config.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        max_websockets_per_app: config.app_max_websockets,
+        idle_timeout: config.app_idle_timeout,
+        max_body_bytes: config.app_max_body_bytes,
+    }
+}
+
+/// Raise the soft open-files limit to the hard limit: every proxied connection holds
+/// two descriptors, and distributions start services with a soft limit of 1024.
+/// Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            return None;
+        }
+    };
+    if soft >= hard {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = hard, "open-files limit raised");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+            Some(soft)
+        }
+    }
 }
 
 fn bind_control_socket(config: &Config) -> Result<StdUnixListener, ServeError> {

@@ -53,6 +53,12 @@ impl HttpsPolicy {
         }
     }
 
+    /// Where a plain-HTTP request must go instead (`None`: no usable Host). For the
+    /// WebSocket tunnel, which answers upgrades without a pingora session.
+    pub fn redirect_target(&self, req: &RequestHeader) -> Option<String> {
+        redirect_location(req, self.https_port)
+    }
+
     /// Answers the request itself when it is a challenge or must move to HTTPS.
     /// Returns `true` when a response was written.
     pub async fn intercept(

@@ -1,26 +1,47 @@
 //! The front door (pingora): every request arrives here. Admin-plane paths go to the
-//! control plane's unix socket; any other first path segment is an app slug, served by
-//! the data plane (a later milestone) — for now an unknown slug gets a clear 404.
+//! control plane's unix socket; any other first path segment is an app slug, served
+//! from the app's healthy replicas (unknown slug → 404, known but not serving → 503).
 //!
-//! The request path reads only its per-request `Ctx` and an immutable route snapshot:
-//! no locks, no store.
+//! Connections first meet [`tunnel::DataPlane`], which handles WebSocket upgrades to
+//! apps itself and hands everything else to `FrontDoor` (pingora's HTTP proxy).
+//!
+//! The request path reads only its per-request `Ctx`, an immutable route snapshot and
+//! atomics: no locks, no store.
 
+mod app_http;
+pub mod balance;
+pub mod counters;
+mod http1;
 pub mod https;
+pub mod limits;
+mod prefixed;
+pub mod relay;
 pub mod request_id;
 pub mod routes;
+pub mod tunnel;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
 
 use crate::paths;
-use routes::RouteTable;
+use app_http::{
+    app_body_in, app_connect_failed, app_fail_to_proxy, app_peer, app_request_filter,
+    app_upstream_request, default_fail_to_proxy, strip_response_hop_by_hop,
+};
+use balance::ActiveGuard;
+use limits::Limits;
+use routes::{AppRoute, Lookup, Routes};
+use tunnel::DataPlane;
 
 /// Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1). `Connection` and
 /// `Upgrade` are left to pingora, which keeps them for WebSocket upgrades.
@@ -34,26 +55,53 @@ const HOP_BY_HOP: &[&str] = &[
 
 pub struct FrontDoor {
     control_plane: Box<HttpPeer>,
-    routes: Arc<ArcSwap<RouteTable>>,
-    /// Set when TLS is on: challenges, redirect to HTTPS, HSTS.
-    https: Option<https::HttpsPolicy>,
+    routes: Routes,
+    limits: Limits,
+    /// Set when TLS is on: challenges, redirect to HTTPS, HSTS (shared with the
+    /// tunnel, which answers WebSocket upgrades to apps before `FrontDoor` sees them).
+    https: Option<Arc<https::HttpsPolicy>>,
 }
 
 impl FrontDoor {
-    pub fn new(control_socket: &std::path::Path, routes: Arc<ArcSwap<RouteTable>>) -> Result<Self> {
+    pub fn new(control_socket: &std::path::Path, routes: Routes, limits: Limits) -> Result<Self> {
         let peer = HttpPeer::new_uds(&control_socket.to_string_lossy(), false, String::new())?;
         Ok(FrontDoor {
             control_plane: Box::new(peer),
             routes,
+            limits,
             https: None,
         })
     }
 
     /// Turn on the TLS behaviour (see `https.rs`).
     pub fn with_https(mut self, policy: https::HttpsPolicy) -> Self {
-        self.https = Some(policy);
+        self.https = Some(Arc::new(policy));
         self
     }
+}
+
+/// The public service: `FrontDoor` inside pingora's HTTP proxy, behind the data plane's
+/// connection handler. Add listeners with [`listener`].
+pub fn service(
+    conf: &Arc<ServerConf>,
+    front: FrontDoor,
+    routes: Routes,
+    limits: Limits,
+) -> Service<DataPlane> {
+    let https = front.https.clone();
+    let http = pingora::proxy::http_proxy(conf, front);
+    Service::new(
+        "rserve-proxy front door".to_string(),
+        DataPlane::new(http, routes, limits, https),
+    )
+}
+
+/// A listener for the front door. No L4 read buffer: pingora's HTTP parser and the
+/// tunnel read into buffers of their own, and the default 64 KiB one would stay
+/// allocated for the whole life of every WebSocket. (Use the same setting for TLS
+/// listeners.)
+pub fn listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
 /// Where a request goes.
@@ -62,12 +110,21 @@ pub enum Target {
     ControlPlane,
     /// Answered by the proxy itself (e.g. unknown slug).
     Local,
+    /// One of an app's replicas (`Ctx::app`).
+    App,
 }
 
 pub struct Ctx {
     pub request_id: String,
     pub started: Instant,
     pub target: Target,
+    /// The app the request is for (also when the proxy answers for it: 503, 413).
+    pub app: Option<Arc<AppRoute>>,
+    /// Replicas tried so far (connect failures move on to the next).
+    tried: Vec<SocketAddr>,
+    /// Counts this request on its replica while it lasts.
+    active: Option<ActiveGuard>,
+    body_bytes: u64,
     /// The request came over TLS.
     pub tls: bool,
     /// `Strict-Transport-Security` for this response, if any.
@@ -88,9 +145,10 @@ fn wants_html(req: &RequestHeader) -> bool {
         .is_some_and(|v| v.contains("text/html"))
 }
 
-/// Answer from the proxy itself, as JSON for API clients or a small page for browsers.
-async fn respond(session: &mut Session, ctx: &Ctx, status: u16, message: &str) -> Result<()> {
-    let (body, content_type) = if wants_html(session.req_header()) {
+/// The body of an answer from the proxy itself: JSON for API clients, a small page for
+/// browsers. Returns (body, content type).
+pub(crate) fn error_body(status: u16, message: &str, html: bool) -> (String, &'static str) {
+    if html {
         let escaped = message
             .replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -104,11 +162,30 @@ async fn respond(session: &mut Session, ctx: &Ctx, status: u16, message: &str) -
             serde_json::json!({ "error": message }).to_string(),
             "application/json",
         )
-    };
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    }
+}
+
+/// Answer from the proxy itself, as JSON for API clients or a small page for browsers.
+async fn respond(session: &mut Session, ctx: &Ctx, status: u16, message: &str) -> Result<()> {
+    respond_with(session, ctx, status, message, None).await
+}
+
+/// `respond` with an optional `Retry-After` (seconds).
+async fn respond_with(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: u16,
+    message: &str,
+    retry_after: Option<u32>,
+) -> Result<()> {
+    let (body, content_type) = error_body(status, message, wants_html(session.req_header()));
+    let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(secs) = retry_after {
+        resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
     if let Some(h) = &ctx.hsts {
         resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
     }
@@ -128,6 +205,10 @@ impl ProxyHttp for FrontDoor {
             request_id: String::new(),
             started: Instant::now(),
             target: Target::Local,
+            app: None,
+            tried: Vec::new(),
+            active: None,
+            body_bytes: 0,
             tls: false,
             hsts: None,
         }
@@ -153,24 +234,96 @@ impl ProxyHttp for FrontDoor {
             ctx.target = Target::ControlPlane;
             return Ok(false);
         }
-        let routes = self.routes.load();
-        let message = match routes.get(segment) {
-            None => format!("No app is served at /{segment}; check the address"),
-            Some(_) => format!("App \"{segment}\" is not running"),
-        };
         ctx.target = Target::Local;
-        respond(session, ctx, 404, &message).await?;
+        let (status, message, retry_after) = match self.routes.load().lookup(segment) {
+            Lookup::Serve(app) => {
+                ctx.app = Some(app.clone());
+                ctx.target = Target::App;
+                (200, String::new(), None)
+            }
+            Lookup::Unavailable {
+                app,
+                retry_after_secs,
+                message,
+            } => {
+                ctx.app = Some(app.clone());
+                (503, message, Some(retry_after_secs))
+            }
+            Lookup::Unknown => (
+                404,
+                format!("No app is served at /{segment}; check the address"),
+                None,
+            ),
+        };
+        if ctx.target == Target::App {
+            return app_request_filter(self, session, ctx).await;
+        }
+        respond_with(session, ctx, status, &message, retry_after).await?;
         Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         match ctx.target {
             Target::ControlPlane => Ok(self.control_plane.clone()),
+            Target::App => app_peer(self, ctx),
             Target::Local => Err(Error::explain(
                 ErrorType::InternalError,
                 "no upstream for a local answer",
             )),
         }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        app_connect_failed(ctx, e)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if ctx.target == Target::App {
+            return app_fail_to_proxy(session, e, ctx).await;
+        }
+        default_fail_to_proxy(session, e).await
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        app_body_in(self, body, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(app), Some(b)) = (&ctx.app, body.as_ref()) {
+            app.counters.bytes_out(b.len());
+        }
+        Ok(None)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(app) = &ctx.app {
+            app.counters.http_latency(ctx.started.elapsed());
+            strip_response_hop_by_hop(upstream_response);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -181,6 +334,9 @@ impl ProxyHttp for FrontDoor {
     ) -> Result<()> {
         for h in HOP_BY_HOP {
             upstream.remove_header(*h);
+        }
+        if ctx.target == Target::App {
+            app_upstream_request(session, upstream, ctx)?;
         }
         // Overwrite, never append: the control plane trusts these because only we can
         // reach its socket.
@@ -221,6 +377,10 @@ impl ProxyHttp for FrontDoor {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(app) = &ctx.app {
+            app.counters.response(status);
+        }
+        ctx.active = None;
         let req = session.req_header();
         // The path only: query strings and headers may carry credentials.
         tracing::info!(

@@ -2,6 +2,9 @@
 //! (tests/binary.rs, tests/docker_api.rs): the server, its port and an HTTP client.
 #![allow(dead_code)]
 
+/// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
+pub mod qap;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,236 @@
+//! Plain HTTP to apps, through pingora: the `FrontDoor` hooks' app-specific parts.
+//! (WebSocket upgrades to apps never get here: [`super::tunnel`] handles them.)
+
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, Session};
+
+use super::balance::{self, ActiveGuard};
+use super::limits::CONNECT_TIMEOUT;
+use super::{http1, respond, Ctx, FrontDoor};
+
+/// An app request passed routing: refuse a declared body over the limit now, before
+/// any replica is bothered. Returns whether the request has been answered.
+pub(super) async fn app_request_filter(
+    front: &FrontDoor,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<bool> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > front.limits.max_body_bytes) {
+        let msg = format!(
+            "Request body larger than {} bytes",
+            front.limits.max_body_bytes
+        );
+        // The body was not read: the connection cannot be reused.
+        session.set_keepalive(None);
+        respond(session, ctx, 413, &msg).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The next replica for this request: least active, healthy, not tried yet.
+pub(super) fn app_peer(front: &FrontDoor, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    let Some(app) = ctx.app.clone() else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "no app in context",
+        ));
+    };
+    let Some(replica) = balance::pick(&app, &ctx.tried) else {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(502),
+            "no replica of the app accepts connections",
+        ));
+    };
+    ctx.tried.push(replica.addr);
+    // Replaces (and so releases) the guard of a replica that refused.
+    ctx.active = Some(ActiveGuard::new(&replica.load));
+    let mut peer = HttpPeer::new(replica.addr, false, String::new());
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.read_timeout = Some(front.limits.idle_timeout);
+    peer.options.write_timeout = Some(front.limits.idle_timeout);
+    Ok(Box::new(peer))
+}
+
+/// A replica refused: count it, let it cool down, and retry on another replica if one
+/// is left (pingora has sent nothing yet, so any method may be retried).
+pub(super) fn app_connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    let Some(app) = &ctx.app else {
+        return e;
+    };
+    app.counters.connect_error();
+    if let Some(addr) = ctx.tried.last() {
+        if let Some(r) = app.replicas.iter().find(|r| r.addr == *addr) {
+            balance::connect_failed(&r.load);
+        }
+        tracing::warn!(app = %app.slug, replica = %addr, error = %e, "replica refused a connection");
+    }
+    let more = app
+        .replicas
+        .iter()
+        .any(|r| r.healthy && !ctx.tried.contains(&r.addr));
+    e.set_retry(more);
+    e
+}
+
+/// Path without the slug; hop-by-hop headers named in `Connection` dropped; no
+/// upgrade (an upgrade that reaches pingora is served as plain HTTP, never tunnelled).
+pub(super) fn app_upstream_request(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &Ctx,
+) -> Result<()> {
+    let slug = ctx.app.as_ref().map_or("", |a| a.slug.as_str());
+    let original = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str());
+    let stripped = http1::strip_slug(original, slug);
+    let uri = stripped
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
+    upstream.set_uri(uri);
+    for token in connection_tokens(&upstream.headers) {
+        if !PROTECTED.contains(&token.as_str()) {
+            upstream.remove_header(&token);
+        }
+    }
+    upstream.remove_header("upgrade");
+    upstream.remove_header("connection");
+    Ok(())
+}
+
+/// Never removed because `Connection` names them: they frame or address the message.
+const PROTECTED: &[&str] = &["host", "content-length", "transfer-encoding"];
+
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive" && t != "upgrade")
+        .collect()
+}
+
+/// Response headers about the replica's connection, not the response.
+pub(super) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    for token in connection_tokens(&resp.headers) {
+        if !PROTECTED.contains(&token.as_str()) {
+            resp.remove_header(&token);
+        }
+    }
+    for h in [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+    ] {
+        resp.remove_header(h);
+    }
+}
+
+/// Count request body bytes and stop bodies over the limit (413).
+pub(super) fn app_body_in(front: &FrontDoor, body: &Option<Bytes>, ctx: &mut Ctx) -> Result<()> {
+    let (Some(app), Some(b)) = (&ctx.app, body.as_ref()) else {
+        return Ok(());
+    };
+    app.counters.bytes_in(b.len());
+    ctx.body_bytes += b.len() as u64;
+    if ctx.body_bytes > front.limits.max_body_bytes {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(413),
+            "request body over the limit",
+        ));
+    }
+    Ok(())
+}
+
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectionClosed
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            502
+        }
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// An app request failed: answer in our format (JSON or HTML), unless the response has
+/// started already.
+pub(super) async fn app_fail_to_proxy(session: &mut Session, e: &Error, ctx: &Ctx) -> FailToProxy {
+    let code = error_status(e);
+    let slug = ctx.app.as_ref().map_or("", |a| a.slug.as_str());
+    if code > 0 && session.response_written().is_none() {
+        let message = match code {
+            413 => "Request body too large".to_string(),
+            502 => format!("App \"{slug}\" cannot be reached right now"),
+            504 => format!("App \"{slug}\" did not answer in time"),
+            _ => format!("The request to app \"{slug}\" failed"),
+        };
+        if code == 413 {
+            session.set_keepalive(None);
+        }
+        if let Err(err) = respond(session, ctx, code, &message).await {
+            tracing::debug!(error = %err, "could not send the error response");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}
+
+/// pingora's default `fail_to_proxy`, for the other targets.
+pub(super) async fn default_fail_to_proxy(session: &mut Session, e: &Error) -> FailToProxy {
+    let code = match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    };
+    if code > 0 {
+        if let Err(err) = session.respond_error(code).await {
+            tracing::error!(error = %err, "failed to send error response to downstream");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}

@@ -1,0 +1,654 @@
+//! The data plane's connection handler: a pingora `ServerApp` in front of the
+//! `HttpProxy<FrontDoor>`.
+//!
+//! For every HTTP/1 request head on a connection it reads the head itself first. A
+//! WebSocket upgrade to an app slug is handled here, start to end: pick a replica,
+//! forward the rewritten head, relay the 101, then copy bytes both ways without a
+//! buffer of its own while idle ([`super::relay`]). Everything else — admin paths, plain HTTP to apps — is
+//! handed to pingora with the head put back in front of the stream ([`Prefixed`]), one
+//! request at a time, exactly as pingora's own HTTP/1 loop would do it.
+//!
+//! Why: pingora 0.9.1's upgraded-body path can drop a WebSocket right after the 101
+//! (upstream issue #946), costs two channel hops per frame and keeps ~190 KiB of
+//! buffers per connection. Owning the connection after the head means none of that
+//! code ever runs for app WebSockets. See docs/architecture.md.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::balance::{self, ActiveGuard};
+use super::http1::{self, HeadRead};
+use super::https::HttpsPolicy;
+use super::limits::{Limits, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, HEAD_TIMEOUT};
+use super::prefixed::Prefixed;
+use super::relay::{self, FrameTracker};
+use super::routes::{AppRoute, Lookup, Routes};
+use super::{error_body, request_id, FrontDoor};
+use crate::paths;
+
+/// pingora's keepalive for a connection's first request (its default).
+const KEEPALIVE_SECS: u64 = 60;
+
+pub struct DataPlane {
+    http: Arc<HttpProxy<FrontDoor>>,
+    routes: Routes,
+    limits: Limits,
+    /// With TLS on: plain-HTTP upgrades are redirected, HTTPS answers carry HSTS —
+    /// the same policy `FrontDoor` applies to everything else.
+    https: Option<Arc<HttpsPolicy>>,
+}
+
+impl DataPlane {
+    /// `http` must be ready to serve (`pingora::proxy::http_proxy` does that).
+    pub fn new(
+        http: HttpProxy<FrontDoor>,
+        routes: Routes,
+        limits: Limits,
+        https: Option<Arc<HttpsPolicy>>,
+    ) -> Self {
+        DataPlane {
+            http: Arc::new(http),
+            routes,
+            limits,
+            https,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for DataPlane {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // HTTP/2 (TLS with ALPN h2) cannot carry these WebSockets (no RFC 8441 in
+        // Rserve): pingora serves it as it is.
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.http, stream, shutdown).await;
+        }
+        let mut stream = stream;
+        let mut settings: Option<HttpPersistentSettings> = None;
+        loop {
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut watch = shutdown.clone();
+            let read = tokio::select! {
+                r = timeout(HEAD_TIMEOUT, http1::read_request_head(&mut stream, &mut buf, is_app_websocket)) => r,
+                _ = watch.wait_for(|stop| *stop) => return None,
+            };
+            match read {
+                Ok(Ok((HeadRead::Complete(n), true))) => {
+                    self.websocket(stream, buf, n, shutdown).await;
+                    return None;
+                }
+                // Let pingora answer what we do not handle (it allows longer heads and
+                // answers malformed ones with 400).
+                Ok(Ok((HeadRead::Complete(_) | HeadRead::Other, _))) => {}
+                Ok(Ok((HeadRead::Closed, _))) | Ok(Err(_)) | Err(_) => return None,
+            }
+            let mut session = ServerSession::new_http1(Prefixed::wrap(stream, buf.freeze()));
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_SECS);
+                    session.set_keepalive(keepalive);
+                    session.set_keepalive_reuses_remaining(
+                        self.http
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            let reused = self.http.process_new_http(session, shutdown).await?;
+            let (s, persistent) = reused.consume();
+            stream = Prefixed::unwrap(s);
+            settings = persistent;
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.http).await
+    }
+}
+
+/// An HTTP/1.1 `GET` with `Upgrade: websocket` whose first path segment is not an
+/// admin path. (Whether the slug exists is decided later, with the answer.)
+fn is_app_websocket(req: &httparse::Request<'_, '_>) -> bool {
+    let (Some("GET"), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return false;
+    };
+    path.starts_with('/')
+        && !paths::is_admin_segment(paths::first_segment(path))
+        && http1::has_token(req.headers, "upgrade", "websocket")
+}
+
+/// What the handshake learned from the client's head.
+struct Upgrade {
+    slug: String,
+    path: String,
+    /// Path and query as received (for redirects).
+    target: String,
+    host: Option<String>,
+    request_id: String,
+    wants_html: bool,
+    /// `Strict-Transport-Security` for our answers (HTTPS with HSTS on).
+    hsts: Option<http::HeaderValue>,
+    /// The head to send upstream.
+    upstream_head: Vec<u8>,
+}
+
+fn client_ip(stream: &Stream) -> Option<IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip))
+}
+
+/// Parse the client's head and build the one to forward: path without the slug,
+/// hop-by-hop headers dropped, forwarding headers set (overwritten, never appended).
+fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
+    let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?;
+    let path = req.path?;
+    let slug = paths::first_segment(path).to_string();
+    let request_id = request_id::accept_or_generate(http1::header(req.headers, "x-request-id"));
+    let wants_html = http1::header(req.headers, "accept").is_some_and(|a| a.contains("text/html"));
+    let tokens = http1::connection_tokens(req.headers);
+    let upgrade = http1::header(req.headers, "upgrade").unwrap_or("websocket");
+
+    let mut out = Vec::with_capacity(head.len() + 160);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(http1::strip_slug(path, &slug).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        if http1::is_hop_by_hop(h.name, &tokens)
+            || http1::FORWARDING
+                .iter()
+                .any(|f| h.name.eq_ignore_ascii_case(f))
+        {
+            continue;
+        }
+        http1::push_header(&mut out, h.name, h.value);
+    }
+    http1::push_header(&mut out, "upgrade", upgrade.as_bytes());
+    http1::push_header(&mut out, "connection", b"upgrade");
+    if let Some(ip) = client {
+        http1::push_header(&mut out, "x-forwarded-for", ip.to_string().as_bytes());
+    }
+    let proto: &[u8] = if tls { b"https" } else { b"http" };
+    http1::push_header(&mut out, "x-forwarded-proto", proto);
+    if let Some(host) = http1::header(req.headers, "host") {
+        http1::push_header(&mut out, "x-forwarded-host", host.as_bytes());
+    }
+    http1::push_header(&mut out, "x-request-id", request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Some(Upgrade {
+        path: path.split('?').next().unwrap_or("/").to_string(),
+        target: path.to_string(),
+        host: http1::header(req.headers, "host").map(str::to_string),
+        slug,
+        request_id,
+        wants_html,
+        hsts: None,
+        upstream_head: out,
+    })
+}
+
+/// The upstream's response head, rewritten for the client: hop-by-hop headers
+/// dropped, `x-request-id` added; for a 101 the upgrade pair is set again, otherwise
+/// the connection is marked to close. Returns (status, head, content-length).
+fn rewrite_response(
+    head: &[u8],
+    request_id: &str,
+    hsts: Option<&http::HeaderValue>,
+) -> Option<(u16, Vec<u8>, Option<u64>)> {
+    let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(head).ok()?;
+    let status = resp.code?;
+    let tokens = http1::connection_tokens(resp.headers);
+    let mut out = Vec::with_capacity(head.len() + 64);
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {status} {}\r\n",
+            resp.reason.unwrap_or(http1::reason(status))
+        )
+        .as_bytes(),
+    );
+    for h in resp.headers.iter() {
+        if http1::is_hop_by_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("x-request-id") {
+            continue;
+        }
+        http1::push_header(&mut out, h.name, h.value);
+    }
+    if status == 101 {
+        let upgrade = http1::header(resp.headers, "upgrade").unwrap_or("websocket");
+        http1::push_header(&mut out, "upgrade", upgrade.as_bytes());
+        http1::push_header(&mut out, "connection", b"upgrade");
+    } else {
+        http1::push_header(&mut out, "connection", b"close");
+    }
+    http1::push_header(&mut out, "x-request-id", request_id.as_bytes());
+    if let Some(h) = hsts {
+        http1::push_header(&mut out, "strict-transport-security", h.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    let length = http1::header(resp.headers, "content-length").and_then(|v| v.trim().parse().ok());
+    Some((status, out, length))
+}
+
+/// The WebSocket slot taken for one connection; given back on drop.
+struct Slot<'a> {
+    app: &'a AppRoute,
+    established: Option<Instant>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.app
+            .counters
+            .ws_release(self.established.map(|t| t.elapsed()));
+    }
+}
+
+impl DataPlane {
+    async fn websocket(
+        &self,
+        mut down: Stream,
+        mut buf: BytesMut,
+        head_len: usize,
+        shutdown: &ShutdownWatch,
+    ) {
+        let started = Instant::now();
+        let client = client_ip(&down);
+        let tls = down.get_ssl_digest().is_some();
+        let Some(mut up) = prepare(&buf[..head_len], client, tls) else {
+            return;
+        };
+        let early = buf.split_off(head_len);
+        drop(buf);
+
+        if let Some(policy) = &self.https {
+            up.hsts = policy.hsts(tls);
+            if !tls {
+                // Like every plain-HTTP request when TLS is on: to HTTPS.
+                let status = redirect(&mut down, &up, policy).await;
+                log(&up, client, status, started, None);
+                return;
+            }
+        }
+
+        // Decide with the snapshot, answer after letting go of it.
+        let decision = match self.routes.load().lookup(&up.slug) {
+            Lookup::Serve(app) => Ok(app.clone()),
+            Lookup::Unknown => Err((
+                None,
+                404,
+                format!("No app is served at /{}; check the address", up.slug),
+                None,
+            )),
+            Lookup::Unavailable {
+                app,
+                retry_after_secs,
+                message,
+            } => Err((Some(app.clone()), 503, message, Some(retry_after_secs))),
+        };
+        let app = match decision {
+            Ok(app) => app,
+            Err((app, status, message, retry)) => {
+                if let Some(app) = app {
+                    app.counters.response(status);
+                }
+                answer(&mut down, &up, status, &message, retry).await;
+                log(&up, client, status, started, None);
+                return;
+            }
+        };
+        let counters = &app.counters;
+        if !counters.ws_try_reserve(self.limits.max_websockets_per_app) {
+            counters.response(503);
+            let msg = format!(
+                "App \"{}\" has too many open connections; try again shortly",
+                up.slug
+            );
+            answer(&mut down, &up, 503, &msg, Some(5)).await;
+            log(&up, client, 503, started, None);
+            return;
+        }
+        let mut slot = Slot {
+            app: &app,
+            established: None,
+        };
+
+        let Some((mut upstream, _active)) = connect(&app).await else {
+            counters.response(502);
+            let msg = format!("App \"{}\" cannot be reached right now", up.slug);
+            answer(&mut down, &up, 502, &msg, Some(5)).await;
+            log(&up, client, 502, started, None);
+            return;
+        };
+
+        // Forward the head and whatever the client sent after it.
+        let mut c2s = FrameTracker::default();
+        c2s.observe(&early);
+        counters.bytes_in(early.len());
+        let mut first = std::mem::take(&mut up.upstream_head);
+        first.extend_from_slice(&early);
+        drop(early);
+        let sent = timeout(self.limits.idle_timeout, upstream.write_all(&first)).await;
+        drop(first);
+        if !matches!(sent, Ok(Ok(()))) {
+            counters.response(502);
+            let msg = format!("App \"{}\" closed the connection", up.slug);
+            answer(&mut down, &up, 502, &msg, Some(5)).await;
+            log(&up, client, 502, started, None);
+            return;
+        }
+
+        let mut rbuf = BytesMut::with_capacity(1024);
+        let read = timeout(
+            HANDSHAKE_TIMEOUT,
+            http1::read_response_head(&mut upstream, &mut rbuf),
+        )
+        .await;
+        let rewritten = match read {
+            Ok(Ok(HeadRead::Complete(n))) => {
+                rewrite_response(&rbuf[..n], &up.request_id, up.hsts.as_ref()).map(|r| (r, n))
+            }
+            _ => None,
+        };
+        let Some(((status, head, length), n)) = rewritten else {
+            let (code, msg) = match read {
+                Err(_) => (504, format!("App \"{}\" did not answer in time", up.slug)),
+                _ => (502, format!("App \"{}\" gave no valid answer", up.slug)),
+            };
+            counters.response(code);
+            answer(&mut down, &up, code, &msg, Some(5)).await;
+            log(&up, client, code, started, None);
+            return;
+        };
+        let late = rbuf.split_off(n);
+        drop(rbuf);
+        counters.response(status);
+
+        if status != 101 {
+            // The replica refused the upgrade: pass its answer on and end here, so no
+            // later request on this connection can skip the routing.
+            let body = match status {
+                100..=199 | 204 | 304 => 0,
+                _ => length.unwrap_or(self.limits.max_body_bytes),
+            };
+            let sent = relay_refusal(&mut down, &mut upstream, &head, &late, body).await;
+            counters.bytes_out(sent);
+            log(&up, client, status, started, None);
+            return;
+        }
+
+        let mut s2c = FrameTracker::default();
+        s2c.observe(&late);
+        counters.bytes_out(late.len());
+        let mut first = head;
+        first.extend_from_slice(&late);
+        drop(late);
+        let sent = timeout(self.limits.idle_timeout, async {
+            down.write_all(&first).await?;
+            down.flush().await
+        })
+        .await;
+        drop(first);
+        if !matches!(sent, Ok(Ok(()))) {
+            log(&up, client, 101, started, None);
+            return;
+        }
+        counters.ws_established();
+        let opened = Instant::now();
+        slot.established = Some(opened);
+
+        let ending = relay::run(
+            &mut down,
+            &mut upstream,
+            c2s,
+            s2c,
+            counters,
+            self.limits.idle_timeout,
+            shutdown,
+        )
+        .await;
+        drop(slot);
+        log(&up, client, 101, started, Some((opened, ending)));
+    }
+}
+
+/// Try healthy replicas, least busy first, until one accepts.
+async fn connect(app: &AppRoute) -> Option<(TcpStream, ActiveGuard)> {
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    while let Some(replica) = balance::pick(app, &tried) {
+        tried.push(replica.addr);
+        let active = ActiveGuard::new(&replica.load);
+        match timeout(CONNECT_TIMEOUT, TcpStream::connect(replica.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, active));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(app = %app.slug, replica = %replica.addr, error = %e, "replica refused a connection");
+            }
+            Err(_) => {
+                tracing::warn!(app = %app.slug, replica = %replica.addr, "connect to replica timed out");
+            }
+        }
+        app.counters.connect_error();
+        balance::connect_failed(&replica.load);
+    }
+    None
+}
+
+/// Pass a non-101 answer (head, then at most `body` bytes) to the client and close.
+/// Returns the body bytes sent.
+async fn relay_refusal<D, U>(
+    down: &mut D,
+    upstream: &mut U,
+    head: &[u8],
+    late: &[u8],
+    body: u64,
+) -> usize
+where
+    D: AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + Unpin + ?Sized,
+{
+    let first = &late[..late.len().min(usize::try_from(body).unwrap_or(usize::MAX))];
+    let rest = body.saturating_sub(first.len() as u64);
+    let copy = async {
+        down.write_all(head).await?;
+        down.write_all(first).await?;
+        let n = tokio::io::copy(&mut (&mut *upstream).take(rest), &mut *down).await?;
+        down.flush().await?;
+        down.shutdown().await?;
+        Ok::<u64, std::io::Error>(n)
+    };
+    let copied = match timeout(HANDSHAKE_TIMEOUT, copy).await {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    };
+    first.len() + usize::try_from(copied).unwrap_or(0)
+}
+
+/// 308 to the same path on HTTPS (400 without a usable Host); returns the status.
+async fn redirect(down: &mut Stream, up: &Upgrade, policy: &HttpsPolicy) -> u16 {
+    let location = pingora::http::RequestHeader::build("GET", up.target.as_bytes(), None)
+        .ok()
+        .and_then(|mut req| {
+            if let Some(host) = &up.host {
+                req.insert_header(http::header::HOST, host.as_str()).ok()?;
+            }
+            policy.redirect_target(&req)
+        });
+    let (status, body, extra) = match location {
+        Some(l) => (308, format!("Moved to {l}\n"), vec![("location", l)]),
+        None => (
+            400,
+            "This server answers over HTTPS; the request has no usable Host header\n".to_string(),
+            Vec::new(),
+        ),
+    };
+    let bytes = http1::answer_with(
+        status,
+        "text/plain; charset=utf-8",
+        &body,
+        &up.request_id,
+        &extra,
+    );
+    write_and_close(down, &bytes).await;
+    status
+}
+
+/// Write a small answer from the proxy itself and close.
+async fn answer(down: &mut Stream, up: &Upgrade, status: u16, message: &str, retry: Option<u32>) {
+    let (body, content_type) = error_body(status, message, up.wants_html);
+    let mut extra = Vec::new();
+    if let Some(secs) = retry {
+        extra.push(("retry-after", secs.to_string()));
+    }
+    if let Some(h) = up.hsts.as_ref().and_then(|h| h.to_str().ok()) {
+        extra.push(("strict-transport-security", h.to_string()));
+    }
+    let bytes = http1::answer_with(status, content_type, &body, &up.request_id, &extra);
+    write_and_close(down, &bytes).await;
+}
+
+async fn write_and_close(down: &mut Stream, bytes: &[u8]) {
+    let _ = timeout(HANDSHAKE_TIMEOUT, async {
+        down.write_all(bytes).await?;
+        down.flush().await?;
+        down.shutdown().await
+    })
+    .await;
+}
+
+fn log(
+    up: &Upgrade,
+    client: Option<IpAddr>,
+    status: u16,
+    started: Instant,
+    open: Option<(Instant, relay::Ending)>,
+) {
+    let client = client.map(|c| c.to_string());
+    tracing::info!(
+        target: "access",
+        request_id = %up.request_id,
+        method = "GET",
+        path = %up.path,
+        status,
+        client = client.as_deref().unwrap_or("-"),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        websocket_secs = open.map(|(t, _)| t.elapsed().as_secs_f64()),
+        ending = open.map(|(_, e)| format!("{e:?}")),
+        "websocket"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &[u8] = b"GET /app/ws/x?q=1 HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade, X-Drop\r\nX-Drop: secret\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Request-Id: abc\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+
+    fn is_app_websocket(head: &[u8]) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(head).unwrap();
+        super::is_app_websocket(&req)
+    }
+
+    #[test]
+    fn recognises_app_websockets_only() {
+        assert!(is_app_websocket(HEAD));
+        assert!(!is_app_websocket(
+            b"GET /api/x HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!is_app_websocket(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert!(!is_app_websocket(
+            b"POST /app/x HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!is_app_websocket(
+            b"GET /app/x HTTP/1.0\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!is_app_websocket(
+            b"GET /app/x HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn upstream_head_is_rewritten() {
+        let up = prepare(HEAD, Some("192.0.2.7".parse().unwrap()), false).unwrap();
+        let text = String::from_utf8(up.upstream_head).unwrap();
+        assert!(text.starts_with("GET /ws/x?q=1 HTTP/1.1\r\n"), "{text}");
+        assert_eq!(up.slug, "app");
+        assert_eq!(up.request_id, "abc");
+        let lower = text.to_ascii_lowercase();
+        for gone in [
+            "x-drop",
+            "keep-alive",
+            "te:",
+            "proxy-authorization",
+            "6.6.6.6",
+        ] {
+            assert!(!lower.contains(gone), "{gone} still in {text}");
+        }
+        for kept in [
+            "\r\nhost: example.org\r\n",
+            "sec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n",
+            "sec-websocket-protocol: chat\r\n",
+            "upgrade: websocket\r\n",
+            "connection: upgrade\r\n",
+            "x-forwarded-for: 192.0.2.7\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-host: example.org\r\n",
+            "x-request-id: abc\r\n",
+        ] {
+            assert_eq!(lower.matches(kept).count(), 1, "{kept} in {text}");
+        }
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn response_head_is_rewritten() {
+        let (status, head, _) = rewrite_response(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            "rid",
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 101);
+        let text = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(text.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"));
+        assert!(
+            text.contains("connection: upgrade\r\n") && text.contains("upgrade: websocket\r\n")
+        );
+        assert!(!text.contains("x-hop"));
+        assert!(text.contains("x-request-id: rid\r\n"));
+
+        let (status, head, len) = rewrite_response(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n",
+            "rid",
+            Some(&http::HeaderValue::from_static("max-age=60")),
+        )
+        .unwrap();
+        assert_eq!((status, len), (400, Some(3)));
+        let text = String::from_utf8(head).unwrap();
+        assert!(text.contains("connection: close\r\n") && !text.contains("keep-alive"));
+        assert!(text.contains("strict-transport-security: max-age=60\r\n"));
+    }
+}
