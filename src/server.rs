@@ -101,13 +101,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 
     // The runtime publishes app routes here (see proxy::routes::Routes).
     let routes = Routes::new();
-    publish_static_routes(&routes, &config.static_routes);
+    let static_entries = publish_static_routes(&routes, &config.static_routes);
     let config = Arc::new(config);
     let control_plane = ControlPlane {
         listener: Mutex::new(Some(control)),
         instance: store.instance_id()?.to_string(),
         store,
         config: config.clone(),
+        routes: routes.clone(),
+        static_entries,
     };
     server.add_service(background_service("control plane", control_plane));
 
@@ -154,7 +156,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 /// `static_routes` from the config: each slug a running app (not in the store, not in
 /// the API) whose replicas are the given addresses. Meant for benchmarks and debugging,
 /// hence the warning.
-pub fn publish_static_routes(routes: &Routes, static_routes: &[(String, std::net::SocketAddr)]) {
+pub fn publish_static_routes(
+    routes: &Routes,
+    static_routes: &[(String, std::net::SocketAddr)],
+) -> Vec<crate::proxy::routes::AppEntry> {
     use crate::proxy::routes::{AppEntry, AppPhase, ReplicaEntry};
     let mut entries: Vec<AppEntry> = Vec::new();
     for (slug, addr) in static_routes {
@@ -177,6 +182,7 @@ pub fn publish_static_routes(routes: &Routes, static_routes: &[(String, std::net
         tracing::warn!(slug = %e.slug, replicas = %replicas.join(","), "static route from config (static_routes)");
         routes.upsert(e.clone());
     }
+    entries
 }
 
 /// The data plane's limits from the config.
@@ -264,6 +270,10 @@ struct ControlPlane {
     listener: Mutex<Option<StdUnixListener>>,
     /// Labels this data dir's containers (see `Store::instance_id`).
     instance: String,
+    /// The proxy's route table, which the runtime keeps in step with the apps.
+    routes: Routes,
+    /// Routes from `static_routes`, kept in every table the runtime publishes.
+    static_entries: Vec<crate::proxy::routes::AppEntry>,
     store: Store,
     config: Arc<Config>,
 }
@@ -285,12 +295,17 @@ impl BackgroundService for ControlPlane {
         let docker = DockerSpawner::new(&self.config.docker_socket, &self.instance);
         tokio::spawn(docker.clone().run_watcher(shutdown.clone()));
         let spawner: Arc<dyn Spawner> = Arc::new(docker);
+        let state = AppState::new(self.store.clone(), spawner.clone(), self.config.clone());
         tokio::spawn(runtime::run(
-            self.store.clone(),
-            spawner.clone(),
+            runtime::Runtime {
+                store: self.store.clone(),
+                spawner,
+                routes: self.routes.clone(),
+                static_entries: self.static_entries.clone(),
+                apps_changed: state.apps_changed.clone(),
+            },
             shutdown.clone(),
         ));
-        let state = AppState::new(self.store.clone(), spawner, self.config.clone());
         tokio::spawn(purge_sessions(self.store.clone(), shutdown.clone()));
         let app = api::router(state);
         let result = axum::serve(listener, app)

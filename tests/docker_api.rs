@@ -910,3 +910,177 @@ fn replicas_survive_a_kill_and_a_restart_of_rserve_proxy() {
     assert_eq!(st, 200);
     assert!(images_of(&id).is_empty());
 }
+
+/// OCAP through our proxy: `add(3, 4)` answered by R in a container, over `ws://` on
+/// the plain listener and, after a restart with TLS on (the app keeps running and is
+/// adopted), over `wss://`.
+#[test]
+fn ocap_call_through_the_proxy_over_ws_and_wss() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    if !docker_env() {
+        return;
+    }
+    let leftovers = Leftovers::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path());
+    let c = admin(&s);
+    let slug = slug("e2e");
+    let id = create_app(&c, &s, &slug, &leftovers);
+    upload(&c, &s, &id, "run_rserve.R", hello_script());
+
+    // Before it runs: known slug, not running → 503 with Retry-After.
+    let r = reqwest::blocking::get(s.url(&format!("/{slug}/"))).unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+
+    let (st, body) = lifecycle(&c, &s, &id, "start");
+    assert_eq!(st, 200, "{body}");
+    wait_app(&c, &s, &id, HEALTHY_WITHIN, "running", running(1));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    for path in [
+        format!("/{slug}"),
+        format!("/{slug}/"),
+        format!("/{slug}/x?y=1"),
+    ] {
+        let url = format!("ws://127.0.0.1:{port}{path}");
+        let seven = rt.block_on(async {
+            let mut client = support::qap::OcapClient::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let v = client
+                .call_ok(
+                    "add",
+                    &[
+                        support::qap::RObj::double(3.0),
+                        support::qap::RObj::double(4.0),
+                    ],
+                )
+                .await
+                .unwrap();
+            client.close().await;
+            v
+        });
+        assert_eq!(
+            seven.value,
+            support::qap::RValue::Double(vec![7.0]),
+            "{path}"
+        );
+    }
+    let before = container_ids(&get_app(&c, &s, &id));
+
+    // Restart with TLS (certificate files); the app is adopted, not restarted.
+    drop(s);
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["rsp.test".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let tls_port = support::free_port();
+    let socket = socket();
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("RSP_DOCKER_SOCKET", socket.to_str().unwrap()),
+            ("RSP_TLS_MODE", "files"),
+            ("RSP_TLS_CERT_FILE", cert.to_str().unwrap()),
+            ("RSP_TLS_KEY_FILE", key.to_str().unwrap()),
+            ("RSP_TLS_LISTEN", &format!("127.0.0.1:{tls_port}")),
+        ],
+    );
+    let seven = rt.block_on(async {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                rustls::pki_types::CertificateDer::from_pem_slice(issuer.pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        // Routes are republished by the new server's runtime once it has reconciled.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .unwrap();
+            let tls = connector
+                .connect("rsp.test".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            let url = format!("wss://rsp.test:{tls_port}/{slug}/");
+            match tokio_tungstenite::client_async(url.as_str(), tls).await {
+                Ok((ws, _)) => {
+                    let mut client = support::qap::OcapClient::from_ws(ws).await.unwrap();
+                    let v = client
+                        .call_ok(
+                            "add",
+                            &[
+                                support::qap::RObj::double(3.0),
+                                support::qap::RObj::double(4.0),
+                            ],
+                        )
+                        .await
+                        .unwrap();
+                    client.close().await;
+                    break v;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("wss not ready yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("wss://…/{slug}/: {e}\nserver log:\n{}", s.log()),
+            }
+        }
+    });
+    assert_eq!(
+        seven.value,
+        support::qap::RValue::Double(vec![7.0]),
+        "over wss"
+    );
+    // The API over HTTPS (the plain listener now redirects there).
+    let https = Client::builder()
+        .cookie_store(true)
+        .add_root_certificate(reqwest::Certificate::from_pem(issuer.pem().as_bytes()).unwrap())
+        .resolve("rsp.test", SocketAddr::from(([127, 0, 0, 1], tls_port)))
+        .build()
+        .unwrap();
+    let base = format!("https://rsp.test:{tls_port}");
+    let st = https
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(st, 200);
+    let (_, app) = json_of(https.get(format!("{base}/api/apps/{id}")).send().unwrap());
+    assert_eq!(
+        before,
+        container_ids(&app["app"]),
+        "adopted across the restart, not restarted"
+    );
+    let (st, _) = json_of(
+        https
+            .delete(format!("{base}/api/apps/{id}"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200);
+    drop(s);
+}

@@ -1,49 +1,121 @@
-//! Reconciles what should run (the store) with what runs (the spawner), and keeps
-//! doing so across restarts of rserve-proxy and of Docker.
+//! Keeps what runs in line with what should run, and tells the proxy.
 //!
-//! The spawner tracks containers and their health itself (Docker events plus a poll);
-//! this loop adds what only the store knows: which apps exist. Containers of apps the
-//! store no longer has are removed; apps whose containers vanished are marked.
+//! - Reconcile: the spawner tracks containers and their health itself (Docker events
+//!   plus a poll); this loop adds what only the store knows — which apps exist — once
+//!   Docker answers and again after every Docker outage. Containers of apps the store
+//!   no longer has are removed; apps whose containers vanished are marked.
+//! - Routes: on every change (a replica turning healthy or not, an app created,
+//!   started, stopped or deleted) it publishes a new route snapshot to the proxy.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::spawner::Spawner;
+use crate::model::App;
+use crate::proxy::routes::{AppEntry, AppPhase, ReplicaEntry, Routes};
+use crate::spawner::{AppRuntime, AppStatus, Spawner};
 use crate::store::Store;
 
-/// How often the loop checks even without a change notice from the spawner.
+/// How often the loop checks even without a change notice.
 const RECHECK: Duration = Duration::from_secs(30);
 
-/// Run until `shutdown` turns true. Reconciles once Docker answers, and again after
-/// every Docker outage (containers may have changed while we could not see them).
-pub async fn run(store: Store, spawner: Arc<dyn Spawner>, mut shutdown: watch::Receiver<bool>) {
-    let mut changes = spawner.subscribe();
+/// What the runtime loop works with.
+pub struct Runtime {
+    pub store: Store,
+    pub spawner: Arc<dyn Spawner>,
+    pub routes: Routes,
+    /// Routes that do not come from the store (`static_routes`); kept in every table.
+    pub static_entries: Vec<AppEntry>,
+    /// Signalled by the services when apps are created or deleted.
+    pub apps_changed: Arc<Notify>,
+}
+
+/// Run until `shutdown` turns true.
+pub async fn run(rt: Runtime, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = rt.spawner.subscribe();
     let mut reconciled = false;
     loop {
-        if spawner.ping().await.is_err() {
+        if rt.spawner.ping().await.is_err() {
             reconciled = false;
         } else if !reconciled {
-            reconciled = reconcile_once(&store, spawner.as_ref()).await;
+            reconciled = reconcile_once(&rt.store, rt.spawner.as_ref()).await;
         }
+        publish_routes(&rt).await;
         tokio::select! {
             _ = shutdown.changed() => return,
             r = changes.changed() => {
                 if r.is_err() {
-                    // The spawner went away; nothing left to watch but the clock.
-                    changes = spawner.subscribe();
+                    // The spawner dropped its sender; fall back to the clock.
                     tokio::time::sleep(RECHECK).await;
                 }
             }
+            _ = rt.apps_changed.notified() => {}
             _ = tokio::time::sleep(RECHECK) => {}
         }
     }
 }
 
-/// One pass: every app id in the store is "known". Returns whether it succeeded.
+/// Build the route table from the store's apps and the spawner's view, and swap it in.
+pub async fn publish_routes(rt: &Runtime) {
+    let store = rt.store.clone();
+    let apps = match tokio::task::spawn_blocking(move || store.list_apps(None)).await {
+        Ok(Ok(apps)) => apps,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "routes: cannot read apps from the store");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "routes: store task failed");
+            return;
+        }
+    };
+    let runtimes = rt.spawner.runtimes().await;
+    let mut entries: Vec<AppEntry> = apps
+        .iter()
+        .map(|app| route_entry(app, runtimes.get(&app.id)))
+        .collect();
+    entries.extend(rt.static_entries.iter().cloned());
+    rt.routes.publish(entries);
+}
+
+/// One app's route: where its replicas are and whether it is meant to serve.
+pub fn route_entry(app: &App, runtime: Option<&AppRuntime>) -> AppEntry {
+    let replicas: Vec<ReplicaEntry> = runtime
+        .map(|r| {
+            r.containers
+                .iter()
+                .filter_map(|c| {
+                    c.addr.map(|addr| ReplicaEntry {
+                        addr,
+                        healthy: c.is_healthy(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = runtime.map_or(AppStatus::Stopped, |r| r.status);
+    // Healthy replicas serve whatever else is going on (e.g. a rebuild of a running app).
+    let phase = if replicas.iter().any(|r| r.healthy) {
+        AppPhase::Running
+    } else {
+        match status {
+            AppStatus::Building | AppStatus::Starting => AppPhase::Starting,
+            AppStatus::Running | AppStatus::Degraded => AppPhase::Running,
+            AppStatus::Stopping | AppStatus::Stopped | AppStatus::Error => AppPhase::Stopped,
+        }
+    };
+    AppEntry {
+        app_id: app.id,
+        slug: app.slug.clone(),
+        phase,
+        replicas,
+    }
+}
+
+/// One reconcile pass: every app id in the store is "known". Returns whether it ran.
 pub async fn reconcile_once(store: &Store, spawner: &dyn Spawner) -> bool {
     let store = store.clone();
     let known = match tokio::task::spawn_blocking(move || store.list_apps(None)).await {
@@ -74,5 +146,69 @@ pub async fn reconcile_once(store: &Store, spawner: &dyn Spawner) -> bool {
             tracing::warn!(error = %e, "reconcile postponed until Docker answers");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AppSettings, CodeSource};
+    use crate::spawner::ContainerInfo;
+
+    fn app() -> App {
+        let now = time::OffsetDateTime::now_utc();
+        App {
+            id: Uuid::new_v4(),
+            name: "A".into(),
+            slug: "a-app".into(),
+            r_version: "latest".into(),
+            packages: vec![],
+            code_source: CodeSource::Upload,
+            entry_script: "run_rserve.R".into(),
+            replicas: 2,
+            settings: AppSettings::default(),
+            owner_id: Uuid::new_v4(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn replica(n: u8, health: &str) -> ContainerInfo {
+        ContainerInfo {
+            status: "running".into(),
+            health_status: Some(health.into()),
+            addr: Some(std::net::SocketAddr::from(([172, 18, 0, n], 8081))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn phases_follow_health_first() {
+        let a = app();
+        assert_eq!(route_entry(&a, None).phase, AppPhase::Stopped);
+        let starting = AppRuntime {
+            status: AppStatus::Starting,
+            containers: vec![replica(2, "starting")],
+            error: None,
+        };
+        let e = route_entry(&a, Some(&starting));
+        assert_eq!(e.phase, AppPhase::Starting);
+        assert_eq!(e.replicas.len(), 1);
+        assert!(!e.replicas[0].healthy);
+        let building_with_old = AppRuntime {
+            status: AppStatus::Building,
+            containers: vec![replica(2, "healthy"), replica(3, "unhealthy")],
+            error: None,
+        };
+        let e = route_entry(&a, Some(&building_with_old));
+        assert_eq!(e.phase, AppPhase::Running, "old replicas keep serving");
+        assert_eq!(e.replicas.iter().filter(|r| r.healthy).count(), 1);
+        let failed = AppRuntime {
+            status: AppStatus::Error,
+            containers: vec![],
+            error: Some("x".into()),
+        };
+        assert_eq!(route_entry(&a, Some(&failed)).phase, AppPhase::Stopped);
+        assert_eq!(route_entry(&a, Some(&failed)).slug, "a-app");
     }
 }

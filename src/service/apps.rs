@@ -232,6 +232,7 @@ pub async fn create(
     let audit = audit(who, "app.create", &app, meta);
     let stored = app.clone();
     with_store(&state.store, move |s| s.create_app(&stored, &audit)).await?;
+    state.apps_changed.notify_one();
     Ok(app)
 }
 
@@ -327,6 +328,7 @@ pub async fn delete(
     state.spawner.remove(app.id).await?;
     let audit = audit(who, "app.delete", &app, meta);
     with_store(&state.store, move |s| s.delete_app(id, &audit)).await?;
+    state.apps_changed.notify_one();
     let dir = upload_dir(state, id);
     blocking(move || remove_dir_if_present(&dir))
         .await?

@@ -30,6 +30,9 @@ pub struct AppState {
     /// Uploads swap directories in place; one at a time keeps two swaps of the same
     /// app from interleaving. Uploads are rare, so one lock for all apps is enough.
     pub upload_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Signalled when apps are created, changed or deleted, so the runtime republishes
+    /// the proxy's routes (a new app answers 503, a deleted one 404, at once).
+    pub apps_changed: Arc<tokio::sync::Notify>,
     token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
 }
 
@@ -45,6 +48,7 @@ impl AppState {
                 Duration::from_secs(60),
             )),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
+            apps_changed: Arc::new(tokio::sync::Notify::new()),
             store,
             spawner,
             config,

@@ -75,10 +75,14 @@ impl Server {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::blocking::Client::new();
+        // With TLS on, the plain listener answers 308: up all the same.
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
         while Instant::now() < deadline {
             if let Ok(r) = client.get(format!("{}/api/health", self.base)).send() {
-                if r.status() == StatusCode::OK {
+                if r.status() == StatusCode::OK || r.status() == StatusCode::PERMANENT_REDIRECT {
                     return;
                 }
             }

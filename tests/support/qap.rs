@@ -9,6 +9,7 @@
 use std::fmt;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -495,8 +496,8 @@ pub enum CallResult {
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// OCAP over one WebSocket.
-pub struct OcapClient {
-    pub ws: Ws,
+pub struct OcapClient<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
     /// The `oc.init()` result (usually a named list of capabilities).
     pub greeting: RObj,
     /// The greeting's raw bytes.
@@ -511,9 +512,12 @@ impl OcapClient {
             .map_err(|e| QapError(format!("WebSocket connect to {url}: {e}")))?;
         Self::from_ws(ws).await
     }
+}
 
+/// Any stream: plain TCP, or TLS set up by the test (wss://).
+impl<S: AsyncRead + AsyncWrite + Unpin> OcapClient<S> {
     /// Start OCAP on an open WebSocket: the first message must be the greeting.
-    pub async fn from_ws(mut ws: Ws) -> Result<Self, QapError> {
+    pub async fn from_ws(mut ws: WebSocketStream<S>) -> Result<Self, QapError> {
         let data = next_binary(&mut ws).await?;
         if data.get(..4) != Some(b"RsOC") {
             return err(format!(
@@ -600,7 +604,9 @@ impl OcapClient {
     }
 }
 
-async fn next_binary(ws: &mut Ws) -> Result<Vec<u8>, QapError> {
+async fn next_binary<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Result<Vec<u8>, QapError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
