@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod images;
 pub mod logging;
 pub mod model;
 pub mod paths;

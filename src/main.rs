@@ -56,9 +56,29 @@ enum Command {
     /// Manage users while the server is stopped.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Remove every container and image rserve-proxy created, for all apps (base
-    /// images stay). Run it with the server stopped; apps can be started again later.
+    /// Remove every container and image this data dir's rserve-proxy created, for all
+    /// apps (base images stay). Run it with the server stopped; apps can be started again.
     Cleanup,
+    /// Build images rserve-proxy needs.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build `rserve-base:<R version>`: from Debian's packages (no registry needed), or
+    /// from `r-base:<version>` on a registry.
+    BuildBase {
+        /// Build from Debian's packages (R 4.2.2 on Debian 12) with mmdebstrap.
+        #[arg(long)]
+        from_debian: bool,
+        /// R version for the registry recipe (`r-base:<version>`).
+        #[arg(long, default_value = "4.5.1")]
+        r_version: String,
+        /// Rebuild even when the image exists (Debian recipe).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +144,15 @@ fn main() -> ExitCode {
             print!("{}", config.render_redacted());
             Ok(())
         }
+        Command::Images(ImagesCommand::BuildBase {
+            from_debian,
+            r_version,
+            force,
+        }) => rserve_proxy::images::build_base(&if from_debian {
+            rserve_proxy::images::Recipe::FromDebian { force }
+        } else {
+            rserve_proxy::images::Recipe::Dockerfile { r_version }
+        }),
         Command::Admin(cmd) => admin(config, cmd),
         Command::Cleanup => cleanup(config),
     };

@@ -1084,3 +1084,38 @@ fn ocap_call_through_the_proxy_over_ws_and_wss() {
     assert_eq!(st, 200);
     drop(s);
 }
+
+/// `rserve-proxy images build-base --from-debian` runs the recipe compiled into the
+/// binary; with the image present (CI builds it first) it says so and changes nothing.
+#[test]
+fn images_build_base_runs_the_embedded_recipe() {
+    if !docker_env() {
+        return;
+    }
+    let before = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "rserve-base:latest",
+    ]);
+    let out = Command::new(support::BIN)
+        .args(["images", "build-base", "--from-debian"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("already exists"), "{text}");
+    let after = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "rserve-base:latest",
+    ]);
+    assert_eq!(before, after);
+}
