@@ -283,6 +283,16 @@ impl ProxyHttp for FrontDoor {
         app_connect_failed(ctx, e)
     }
 
+    /// A client going away (closing a log stream, a browser tab) is normal, not an
+    /// error worth an ERROR line; the access log still records the request.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        matches!(e.esource(), pingora::ErrorSource::Downstream)
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if ctx.target == Target::App {
             return app_fail_to_proxy(session, e, ctx).await;
