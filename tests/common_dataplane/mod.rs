@@ -77,7 +77,9 @@ impl Proxy {
                 .join("upgrade.sock")
                 .to_string_lossy()
                 .into_owned(),
-            grace_period_seconds: Some(0),
+            // One second for tunnels to send their Close (1001) frames: with no grace
+            // period pingora shuts the runtimes down at once, dropping tasks mid-write.
+            grace_period_seconds: Some(1),
             graceful_shutdown_timeout_seconds: Some(1),
             ..ServerConf::default()
         };
