@@ -331,7 +331,10 @@ def start_rserve_proxy(args, tmp, bport):
     port = free_port()
     env = dict(os.environ, RSP_ADMIN_PASSWORD="bench-password-1", RSP_LOG_LEVEL="warn",
                RSP_SHUTDOWN_GRACE_SECS="0", RSP_THREADS=str(args.rsp_threads),
-               RSP_STATIC_ROUTES=f"{SLUG}=127.0.0.1:{bport}")
+               RSP_STATIC_ROUTES=f"{SLUG}=127.0.0.1:{bport}",
+               # The per-app WebSocket cap (default 1000) would stop the idle test;
+               # nginx and Traefik run without one.
+               RSP_APP_MAX_WEBSOCKETS="20000")
     cmd = [RSP_BIN, "--data-dir", os.path.join(d, "data"), "--listen", f"127.0.0.1:{port}", "serve"]
     errf = os.path.join(d, "stderr")
     p = spawn(cmd, "rserve-proxy", env=env, stdout=subprocess.DEVNULL, stderr=open(errf, "w"))
