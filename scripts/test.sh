@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 
 # Real parts the tests use: Docker must answer (in CI its absence fails the run).
+# A machine whose daemon is installed but stopped gets it started (as root).
+if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    echo "==> starting dockerd"
+    setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+fi
 if ! docker info >/dev/null 2>&1; then
     echo "test.sh: the Docker daemon is not reachable; the spawner tests need it" >&2
     [ "${CI:-}" = "true" ] && exit 1
