@@ -2,11 +2,11 @@
 //! handler in front of pingora, and the open-files limit raised at start.
 
 mod common_dataplane;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common_dataplane::{free_port, raw_http, read_response, ws_request};
@@ -165,20 +165,10 @@ async fn static_routes_serve_without_the_store() {
 /// other request; over TLS they are tunnelled, with `X-Forwarded-Proto: https` and HSTS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_over_tls_and_redirect_on_the_plain_listener() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let b = common_dataplane::backend::Backend::start("tls-backend").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["app.example".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let tc = support::certs::test_cert(dir.path(), "app.example");
+    let (cert, key) = (tc.cert_file.clone(), tc.key_file.clone());
     let tls_port = free_port();
     let envs = [
         ("RSP_TLS_MODE", "files".to_string()),
@@ -188,7 +178,7 @@ async fn websockets_over_tls_and_redirect_on_the_plain_listener() {
         ("RSP_HSTS_MAX_AGE_SECS", "60".to_string()),
         ("RSP_STATIC_ROUTES", format!("echo={}", b.addr)),
     ];
-    let ca_pem = issuer.pem();
+    let ca_pem = tc.ca_pem.clone();
     let (status, location, hsts, frame) = tokio::task::spawn_blocking(move || {
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let s = Served::start_when(&envs, 308);
@@ -197,21 +187,9 @@ async fn websockets_over_tls_and_redirect_on_the_plain_listener() {
         let plain = (r.status, r.header("location").map(str::to_string));
 
         // TLS listener: tunnelled.
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = support::certs::client_config(&ca_pem);
         let conn =
-            rustls::ClientConnection::new(Arc::new(config), "app.example".try_into().unwrap())
-                .unwrap();
+            rustls::ClientConnection::new(config, "app.example".try_into().unwrap()).unwrap();
         let tcp = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);

@@ -916,7 +916,6 @@ fn replicas_survive_a_kill_and_a_restart_of_rserve_proxy() {
 /// adopted), over `wss://`.
 #[test]
 fn ocap_call_through_the_proxy_over_ws_and_wss() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     if !docker_env() {
         return;
     }
@@ -975,17 +974,8 @@ fn ocap_call_through_the_proxy_over_ws_and_wss() {
 
     // Restart with TLS (certificate files); the app is adopted, not restarted.
     drop(s);
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["rsp.test".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let tc = support::certs::test_cert(dir.path(), "rsp.test");
+    let (cert, key) = (tc.cert_file.clone(), tc.key_file.clone());
     let tls_port = support::free_port();
     let socket = socket();
     let s = Server::start(
@@ -999,21 +989,7 @@ fn ocap_call_through_the_proxy_over_ws_and_wss() {
         ],
     );
     let seven = rt.block_on(async {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(
-                rustls::pki_types::CertificateDer::from_pem_slice(issuer.pem().as_bytes()).unwrap(),
-            )
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tokio_rustls::TlsConnector::from(support::certs::client_config(&tc.ca_pem));
         // Routes are republished by the new server's runtime once it has reconciled.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -1057,7 +1033,7 @@ fn ocap_call_through_the_proxy_over_ws_and_wss() {
     // The API over HTTPS (the plain listener now redirects there).
     let https = Client::builder()
         .cookie_store(true)
-        .add_root_certificate(reqwest::Certificate::from_pem(issuer.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(tc.ca_pem.as_bytes()).unwrap())
         .resolve("rsp.test", SocketAddr::from(([127, 0, 0, 1], tls_port)))
         .build()
         .unwrap();
