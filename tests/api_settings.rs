@@ -82,3 +82,52 @@ async fn defaults_validation_and_secret_env() {
     let after = h.state.store.get_app(id.parse().unwrap()).unwrap().unwrap();
     assert_eq!(after, app, "refused updates left the app as it was");
 }
+
+#[tokio::test]
+async fn scale_applies_now_to_a_running_app_and_later_to_a_stopped_one() {
+    let h = Harness::new().await;
+    let admin = h.admin().await;
+    let id = h.app(&admin, "scale-app").await;
+    let scale = |n: serde_json::Value| {
+        let path = format!("/api/apps/{id}/scale");
+        let body = json!({ "replicas": n });
+        let h = &h;
+        let admin = admin.clone();
+        async move { h.call(Method::POST, &path, &admin, Some(body)).await }
+    };
+
+    // Stopped: stored, nothing started.
+    let r = scale(json!(3)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({"ok": true, "replicas": 3, "status": "stopped"})
+    );
+    assert!(h.spawner.calls.lock().unwrap().is_empty());
+
+    // Running: brought to the new count at once.
+    let r = h
+        .call(Method::POST, &format!("/api/apps/{id}/start"), &admin, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = scale(json!(2)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["replicas"], 2);
+    let r = h
+        .call(Method::GET, &format!("/api/apps/{id}"), &admin, None)
+        .await;
+    assert_eq!(r.body["app"]["replicas"], 2);
+    assert_eq!(r.body["app"]["containers"].as_array().unwrap().len(), 2);
+
+    for bad in [json!(0), json!(11), json!("2")] {
+        let r = scale(bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = h
+        .call(Method::GET, &format!("/api/apps/{id}"), &admin, None)
+        .await;
+    assert_eq!(
+        r.body["app"]["replicas"], 2,
+        "refused scales changed nothing"
+    );
+}

@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("post", "/api/apps/{id}/stop", false),
     ("post", "/api/apps/{id}/restart", false),
     ("post", "/api/apps/{id}/rebuild", false),
+    ("post", "/api/apps/{id}/scale", false),
     ("get", "/api/apps/{id}/logs", false),
     ("post", "/api/apps/{id}/upload", false),
 ];

@@ -13,7 +13,7 @@ use futures_util::{Stream, StreamExt};
 use super::dto::*;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Auth, IdPath, Meta};
-use crate::service::apps::{CreateAppInput, Lifecycle, UpdateAppInput};
+use crate::service::apps::{CreateAppInput, Lifecycle, ScaleInput, UpdateAppInput};
 use crate::service::{apps, AppState, ServiceError};
 use crate::spawner::LogSource;
 
@@ -172,6 +172,27 @@ lifecycle_route!(
     "/api/apps/{id}/rebuild",
     "Rebuild the image unconditionally and restart."
 );
+
+/// Change the replica count: applied now to a running app, else at its next start.
+#[utoipa::path(post, path = "/api/apps/{id}/scale", tag = "apps", request_body = ScaleInput,
+    params(("id" = uuid::Uuid, Path, description = "App id")),
+    responses((status = 200, body = ScaleDto), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
+              (status = 403, body = ErrorDto), (status = 404, body = ErrorDto),
+              (status = 503, description = "Docker is not available", body = ErrorDto)))]
+pub async fn scale(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Meta(meta): Meta,
+    IdPath(id): IdPath,
+    ApiJson(input): ApiJson<ScaleInput>,
+) -> ApiResult<Json<ScaleDto>> {
+    let (app, status) = apps::scale(&state, &who, id, input, &meta).await?;
+    Ok(Json(ScaleDto {
+        ok: true,
+        replicas: app.replicas,
+        status,
+    }))
+}
 
 /// Build log (replayed, then live) or, with `?source=runtime`, the replicas' output,
 /// as server-sent events.

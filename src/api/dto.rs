@@ -209,6 +209,13 @@ pub struct LifecycleDto {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScaleDto {
+    pub ok: bool,
+    pub replicas: u32,
+    pub status: AppStatus,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadDto {
     pub ok: bool,

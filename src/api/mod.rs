@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{id}/stop", post(apps::stop))
         .route("/apps/{id}/restart", post(apps::restart))
         .route("/apps/{id}/rebuild", post(apps::rebuild))
+        .route("/apps/{id}/scale", post(apps::scale))
         .route("/apps/{id}/logs", get(apps::logs))
         .route(
             "/apps/{id}/upload",

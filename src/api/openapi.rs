@@ -15,7 +15,7 @@ use super::{apps, auth, dto, health, users};
         auth::create_token, auth::list_tokens, auth::delete_token,
         users::list, users::create, users::update, users::delete,
         apps::r_versions, apps::create, apps::list, apps::get, apps::update, apps::delete,
-        apps::start, apps::stop, apps::restart, apps::rebuild, apps::logs, apps::upload,
+        apps::start, apps::stop, apps::restart, apps::rebuild, apps::scale, apps::logs, apps::upload,
     ),
     components(schemas(dto::ErrorDto, crate::spawner::AppStatus, crate::spawner::ContainerInfo)),
     modifiers(&Security),

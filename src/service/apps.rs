@@ -449,6 +449,39 @@ pub async fn lifecycle(
     })
 }
 
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct ScaleInput {
+    pub replicas: i64,
+}
+
+/// Set the replica count. A running app is brought to the new count now (its replicas
+/// are replaced); a stopped one gets it on its next start.
+pub async fn scale(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    input: ScaleInput,
+    meta: &ClientMeta,
+) -> ServiceResult<(App, AppStatus)> {
+    let mut p = Problems::default();
+    validate::replicas(&mut p, input.replicas);
+    p.finish()?;
+    let mut app = owned_app(state, who, id).await?;
+    app.replicas = input.replicas as u32;
+    app.updated_at = OffsetDateTime::now_utc();
+    let audit = audit(who, "app.scale", &app, meta);
+    let stored = app.clone();
+    with_store(&state.store, move |s| s.update_app(&stored, &audit)).await?;
+    let runtime = state.spawner.runtime(app.id).await;
+    let status = if runtime.containers.is_empty() {
+        runtime.status
+    } else {
+        let spec = spec(state, &app).await;
+        state.spawner.start(&spec).await?
+    };
+    Ok((app, status))
+}
+
 pub async fn logs(
     state: &AppState,
     who: &Principal,
