@@ -894,6 +894,16 @@ async fn logs_are_server_sent_events() {
         .await;
     assert_eq!(r.text.matches("event: log\n").count(), 2, "{:?}", r.text);
     assert!(r.text.contains("event: log\ndata: done\n\n"));
+    // Status before and after the log lines.
+    assert!(
+        r.text
+            .starts_with("event: status\ndata: {\"status\":\"stopped\"}\n\n"),
+        "{:?}",
+        r.text
+    );
+    assert_eq!(r.text.matches("event: status\n").count(), 2, "{:?}", r.text);
+    assert!(r.text.find("event: status").unwrap() < r.text.find("event: log").unwrap());
+    assert!(r.text.rfind("event: status").unwrap() > r.text.rfind("event: log").unwrap());
 
     let r = h
         .call(

@@ -218,7 +218,17 @@ pub async fn logs(
         }
     };
     let lines = apps::logs(&state, &who, id, source).await?;
-    let events = lines.map(|line| Ok(Event::default().event("log").data(line)));
+    // `event: status` before the log and again when it ends (e.g. after a build), as the
+    // original did; `event: log` for each line in between.
+    let status_event = |state: AppState| async move {
+        let status = state.spawner.runtime(id).await.status;
+        Ok(Event::default()
+            .event("status")
+            .data(serde_json::json!({ "status": status }).to_string()))
+    };
+    let events = futures_util::stream::once(status_event(state.clone()))
+        .chain(lines.map(|line| Ok(Event::default().event("log").data(line))))
+        .chain(futures_util::stream::once(status_event(state)));
     Ok(Sse::new(events).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
