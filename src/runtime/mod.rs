@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::model::App;
 use crate::proxy::routes::{AppEntry, AppPhase, ReplicaEntry, Routes};
+use crate::service::with_store;
 use crate::spawner::{AppRuntime, AppStatus, Spawner};
 use crate::store::Store;
 
@@ -60,17 +61,8 @@ pub async fn run(rt: Runtime, mut shutdown: watch::Receiver<bool>) {
 
 /// Build the route table from the store's apps and the spawner's view, and swap it in.
 pub async fn publish_routes(rt: &Runtime) {
-    let store = rt.store.clone();
-    let apps = match tokio::task::spawn_blocking(move || store.list_apps(None)).await {
-        Ok(Ok(apps)) => apps,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "routes: cannot read apps from the store");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "routes: store task failed");
-            return;
-        }
+    let Some(apps) = all_apps(&rt.store, "routes").await else {
+        return;
     };
     let runtimes = rt.spawner.runtimes().await;
     let mut entries: Vec<AppEntry> = apps
@@ -115,20 +107,23 @@ pub fn route_entry(app: &App, runtime: Option<&AppRuntime>) -> AppEntry {
     }
 }
 
+/// Every app in the store, or `None` (logged) when it cannot be read.
+async fn all_apps(store: &Store, purpose: &str) -> Option<Vec<App>> {
+    match with_store(store, |s| s.list_apps(None)).await {
+        Ok(apps) => Some(apps),
+        Err(e) => {
+            tracing::error!(error = %e, "{purpose}: cannot read apps from the store");
+            None
+        }
+    }
+}
+
 /// One reconcile pass: every app id in the store is "known". Returns whether it ran.
 pub async fn reconcile_once(store: &Store, spawner: &dyn Spawner) -> bool {
-    let store = store.clone();
-    let known = match tokio::task::spawn_blocking(move || store.list_apps(None)).await {
-        Ok(Ok(apps)) => apps.into_iter().map(|a| a.id).collect::<HashSet<Uuid>>(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reconcile: cannot read apps from the store");
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reconcile: store task failed");
-            return false;
-        }
+    let Some(apps) = all_apps(store, "reconcile").await else {
+        return false;
     };
+    let known: HashSet<Uuid> = apps.into_iter().map(|a| a.id).collect();
     match spawner.reconcile(&known).await {
         Ok(report) => {
             tracing::info!(
