@@ -3,6 +3,10 @@
 //! table: the snapshot builder hands the same `Arc` to every new snapshot, so swaps never
 //! reset or split the numbers. Readers (metrics, the runtime) call
 //! [`AppCounters::snapshot`].
+//!
+//! The byte counters move with every WebSocket message, from every worker thread: they
+//! are sharded per thread ([`Sharded`]) so that two cores never fight over one cache
+//! line per message; a snapshot sums the shards.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -32,6 +36,42 @@ pub const LATENCY_BOUNDS_US: [u64; 18] = [
 ];
 
 const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+/// Shards of a [`Sharded`] counter: more than the worker threads of any machine we
+/// expect; threads beyond that share shards (still correct, just less spread).
+const SHARDS: usize = 16;
+
+/// One shard on its own cache line (128 bytes: adjacent-line prefetch pairs lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicU64);
+
+/// A counter that threads add to without sharing a cache line; reading sums the shards.
+#[derive(Debug, Default)]
+pub struct Sharded {
+    shards: [Shard; SHARDS],
+}
+
+thread_local! {
+    /// This thread's shard, handed out round-robin on first use.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Relaxed) % SHARDS
+    };
+}
+
+impl Sharded {
+    pub fn add(&self, n: u64) {
+        let i = SHARD.with(|i| *i);
+        self.shards[i].0.fetch_add(n, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Relaxed)))
+    }
+}
 
 /// A fixed-bucket histogram of durations.
 #[derive(Debug, Default)]
@@ -111,8 +151,8 @@ pub struct AppCounters {
     ws_opened: AtomicU64,
     ws_open: AtomicU64,
     ws_rejected: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    bytes_in: Sharded,
+    bytes_out: Sharded,
     connect_errors: AtomicU64,
     http_latency: Histogram,
     ws_duration: Histogram,
@@ -126,11 +166,11 @@ impl AppCounters {
     }
 
     pub fn bytes_in(&self, n: usize) {
-        self.bytes_in.fetch_add(n as u64, Relaxed);
+        self.bytes_in.add(n as u64);
     }
 
     pub fn bytes_out(&self, n: usize) {
-        self.bytes_out.fetch_add(n as u64, Relaxed);
+        self.bytes_out.add(n as u64);
     }
 
     pub fn connect_error(&self) {
@@ -184,8 +224,8 @@ impl AppCounters {
             ws_opened: self.ws_opened.load(Relaxed),
             ws_open: self.ws_open.load(Relaxed),
             ws_rejected: self.ws_rejected.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
             connect_errors: self.connect_errors.load(Relaxed),
             http_latency: self.http_latency.snapshot(),
             ws_duration: self.ws_duration.snapshot(),
@@ -264,6 +304,28 @@ mod tests {
         assert_eq!(s.ws_open, 2);
         assert_eq!(s.ws_rejected, 1);
         assert_eq!(s.ws_duration.count, 0);
+    }
+
+    #[test]
+    fn sharded_bytes_add_up_across_threads() {
+        let c = std::sync::Arc::new(AppCounters::default());
+        let threads: Vec<_> = (0..20u64)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.bytes_in(usize::try_from(t).unwrap() + 1);
+                        c.bytes_out(1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = c.snapshot();
+        assert_eq!(s.bytes_in, 1000 * (1..=20).sum::<u64>());
+        assert_eq!(s.bytes_out, 20_000);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod app_http;
 pub mod balance;
 pub mod counters;
+pub mod engine;
 mod http1;
 pub mod https;
 pub mod limits;
@@ -87,13 +88,11 @@ pub fn service(
     front: FrontDoor,
     routes: Routes,
     limits: Limits,
-) -> Service<DataPlane> {
+) -> std::io::Result<Service<DataPlane>> {
     let https = front.https.clone();
     let http = pingora::proxy::http_proxy(conf, front);
-    Service::new(
-        "rserve-proxy front door".to_string(),
-        DataPlane::new(http, routes, limits, https),
-    )
+    let plane = DataPlane::new(http, routes, limits, https, conf.threads)?;
+    Ok(Service::new("rserve-proxy front door".to_string(), plane))
 }
 
 /// A listener for the front door. No L4 read buffer: pingora's HTTP parser and the

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -29,6 +29,8 @@ use super::counters::AppCounters;
 pub const SCRATCH_SIZE: usize = 32 * 1024;
 /// After one direction has finished, how long the other may still run.
 const LINGER: Duration = Duration::from_secs(5);
+/// The idle timer ticks this many times per idle timeout (see `run`).
+const IDLE_SLICES: u32 = 4;
 /// Time allowed for writing the Close frames on idle timeout or shutdown.
 const GOODBYE: Duration = Duration::from_secs(1);
 
@@ -344,8 +346,14 @@ where
 {
     let mut c2s = Pipe::new(c2s, true);
     let mut s2c = Pipe::new(s2c, false);
-    let mut last = Instant::now();
-    let mut idle_timer = Box::pin(sleep(idle));
+    // Idle detection without a clock read per message: the timer ticks every
+    // `idle / IDLE_SLICES`; a tick after a quiet slice counts, `IDLE_SLICES` quiet
+    // ticks in a row end the tunnel (so between `idle` and `idle` plus one slice after
+    // the last byte).
+    let slice = (idle / IDLE_SLICES).max(Duration::from_millis(1));
+    let mut idle_timer = Box::pin(sleep(slice));
+    let mut active = false;
+    let mut quiet_slices = 0u32;
     let mut linger: Option<Pin<Box<Sleep>>> = None;
     let mut watch = shutdown.clone();
     let mut stopping = Box::pin(async move {
@@ -354,6 +362,10 @@ where
             std::future::pending::<()>().await;
         }
     });
+    let probe = shutdown.clone();
+    // The waker the timer and `stopping` hold. They are polled again only when it
+    // changes or when they may be ready (cheap checks), not on every message.
+    let mut registered: Option<Waker> = None;
 
     let ending = poll_fn(|cx| {
         let mut progress = false;
@@ -390,17 +402,27 @@ where
                 });
             }
         }
-        if progress {
-            last = Instant::now();
+        active |= progress;
+        let new_waker = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if new_waker {
+            registered = Some(cx.waker().clone());
         }
-        while idle_timer.as_mut().poll(cx).is_ready() {
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
-                return Poll::Ready(Ending::Idle);
+        if new_waker || idle_timer.is_elapsed() {
+            while idle_timer.as_mut().poll(cx).is_ready() {
+                if std::mem::take(&mut active) {
+                    quiet_slices = 0;
+                } else {
+                    quiet_slices += 1;
+                    if quiet_slices >= IDLE_SLICES {
+                        return Poll::Ready(Ending::Idle);
+                    }
+                }
+                idle_timer.as_mut().reset(Instant::now() + slice);
             }
-            idle_timer.as_mut().reset(deadline);
         }
-        if stopping.as_mut().poll(cx).is_ready() {
+        if (new_waker || !matches!(probe.has_changed(), Ok(false)))
+            && stopping.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Ending::Shutdown);
         }
         Poll::Pending

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::balance::{self, ActiveGuard};
+use super::engine::{Engine, Job};
 use super::http1::{self, HeadRead};
 use super::https::HttpsPolicy;
 use super::limits::{Limits, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, HEAD_TIMEOUT};
@@ -43,6 +44,8 @@ const KEEPALIVE_SECS: u64 = 60;
 
 pub struct DataPlane {
     http: Arc<HttpProxy<FrontDoor>>,
+    /// Relays established plain-TCP WebSockets.
+    engine: Engine,
     routes: Routes,
     limits: Limits,
     /// With TLS on: plain-HTTP upgrades are redirected, HTTPS answers carry HSTS —
@@ -51,19 +54,22 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// `http` must be ready to serve (`pingora::proxy::http_proxy` does that).
+    /// `http` must be ready to serve (`pingora::proxy::http_proxy` does that);
+    /// `threads`: relay engine threads (one per worker thread is the sensible choice).
     pub fn new(
         http: HttpProxy<FrontDoor>,
         routes: Routes,
         limits: Limits,
         https: Option<Arc<HttpsPolicy>>,
-    ) -> Self {
-        DataPlane {
+        threads: usize,
+    ) -> std::io::Result<Self> {
+        Ok(DataPlane {
             http: Arc::new(http),
+            engine: Engine::start(threads, limits.idle_timeout)?,
             routes,
             limits,
             https,
-        }
+        })
     }
 }
 
@@ -416,19 +422,75 @@ impl DataPlane {
         let opened = Instant::now();
         slot.established = Some(opened);
 
-        let ending = relay::run(
-            &mut down,
-            &mut upstream,
-            c2s,
-            s2c,
-            counters,
-            self.limits.idle_timeout,
-            shutdown,
-        )
-        .await;
+        let ending = match into_tcp(down) {
+            // Plain TCP: the relay engine takes both sockets.
+            Ok(down) => match upstream.into_std() {
+                Ok(up) => {
+                    let job = Job {
+                        down,
+                        up,
+                        c2s,
+                        s2c,
+                        counters: app.counters.clone(),
+                    };
+                    self.relay_on_engine(job, shutdown).await
+                }
+                Err(_) => relay::Ending::WriteFailed,
+            },
+            // TLS (or bytes put back in front): the async relay on this task.
+            Err(mut down) => {
+                let idle = self.limits.idle_timeout;
+                relay::run(&mut down, &mut upstream, c2s, s2c, counters, idle, shutdown).await
+            }
+        };
         drop(slot);
         log(&up, client, 101, started, Some((opened, ending)));
     }
+}
+
+impl DataPlane {
+    /// Wait for the engine to end the tunnel; on server shutdown, have it say goodbye.
+    async fn relay_on_engine(&self, job: Job, shutdown: &ShutdownWatch) -> relay::Ending {
+        let relay = self.engine.relay(job);
+        tokio::pin!(relay);
+        let mut watch = shutdown.clone();
+        // `false`: the server went away without a shutdown broadcast; just wait.
+        let stopping = async move { watch.wait_for(|stop| *stop).await.is_ok() };
+        tokio::select! {
+            ending = &mut relay => ending,
+            true = stopping => {
+                self.engine.shutdown();
+                relay.await
+            }
+        }
+    }
+}
+
+/// The client's plain TCP socket on its own, for the relay engine: without pingora's
+/// stream layers (write buffer, timing bookkeeping, dynamic dispatch) and its
+/// registration with this runtime. Anything else (TLS, a stream with bytes put back) is
+/// returned as it is.
+///
+/// Call only with nothing buffered in `stream`: the listener has no read buffer
+/// (`listener`), and the 101 has been flushed.
+fn into_tcp(stream: Stream) -> Result<std::net::TcpStream, Stream> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let Some(l4) = stream
+        .as_any()
+        .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+    else {
+        return Err(stream);
+    };
+    // SAFETY: the descriptor belongs to `stream`, which is alive (borrowed) for the
+    // whole use of `fd`; the clone made from it is a new, owned descriptor.
+    let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
+    let Ok(owned) = fd.try_clone_to_owned() else {
+        return Err(stream);
+    };
+    // The clone shares the socket (and its O_NONBLOCK). Dropping `stream` removes
+    // pingora's registration and closes its descriptor; the socket stays open.
+    drop(stream);
+    Ok(std::net::TcpStream::from(owned))
 }
 
 /// Try healthy replicas, least busy first, until one accepts.

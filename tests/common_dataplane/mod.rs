@@ -91,7 +91,8 @@ impl Proxy {
         let front =
             FrontDoor::new(&dir.path().join("control.sock"), routes.clone(), limits).unwrap();
         let mut service =
-            rserve_proxy::proxy::service(&server.configuration, front, routes.clone(), limits);
+            rserve_proxy::proxy::service(&server.configuration, front, routes.clone(), limits)
+                .unwrap();
         service.add_listener(rserve_proxy::proxy::listener(&addr.to_string()));
         server.add_service(service);
         let stop = Arc::new(tokio::sync::Notify::new());
