@@ -642,7 +642,7 @@ def main():
     ap.add_argument("--targets", default="direct,rserve-proxy,nginx,traefik")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians reported")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--msgs1", type=int, default=20000, help="measured messages, 1 connection")
+    ap.add_argument("--msgs1", type=int, default=60000, help="measured messages, 1 connection")
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--msgs100", type=int, default=1000, help="measured messages per connection at --conns")
     ap.add_argument("--wrk-secs", type=int, default=5)

@@ -3,8 +3,9 @@
 //!
 //! For every HTTP/1 request head on a connection it reads the head itself first. A
 //! WebSocket upgrade to an app slug is handled here, start to end: pick a replica,
-//! forward the rewritten head, relay the 101, then copy bytes both ways without a
-//! buffer of its own while idle ([`super::relay`]). Everything else — admin paths, plain HTTP to apps — is
+//! forward the rewritten head, relay the 101, then have the bytes copied both ways —
+//! by the relay engine for plain TCP ([`super::engine`]), by the async relay on this
+//! task for TLS ([`super::relay`]). Everything else — admin paths, plain HTTP to apps — is
 //! handed to pingora with the head put back in front of the stream ([`Prefixed`]), one
 //! request at a time, exactly as pingora's own HTTP/1 loop would do it.
 //!
