@@ -16,20 +16,12 @@ not counted: both proxies make the same syscalls per message (2 epoll_wait, 2 re
 Needs valgrind and nginx (Debian: installed when missing) and the release builds of
 rserve-proxy and wsbench (`cargo build --release --bin rserve-proxy --example wsbench`).
 """
-import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-WSBENCH = os.path.join(TARGET_DIR, "release/examples/wsbench")
-RSP_BIN = os.environ.get("RSP_BENCH_BIN", os.path.join(TARGET_DIR, "release/rserve-proxy"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataplane  # noqa: E402 - the nginx configuration is shared with the harness
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+WSBENCH, RSP_BIN, free_port = dataplane.WSBENCH, dataplane.RSP_BIN, dataplane.free_port
 
 
 def wait_http(port, path, secs=60):
@@ -89,33 +81,7 @@ def nginx(tmp, bport):
         d = tempfile.mkdtemp(dir=tmp)
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(f"""worker_processes 1;
-master_process off;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
-    upstream echo_backend {{ server 127.0.0.1:{bport}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location /echo/ {{
-            proxy_pass http://echo_backend/;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 3600s;
-        }}
-    }}
-}}
-""")
+            f.write(dataplane.nginx_conf(d, port, bport, single=True))
         return callgrind_total(["nginx", "-p", d, "-c", conf], dict(os.environ), port, msgs,
                                signal.SIGQUIT, tmp)
     return run
