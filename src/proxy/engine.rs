@@ -26,16 +26,12 @@ use slab::Slab;
 use tokio::sync::oneshot;
 
 use super::counters::AppCounters;
+// Same endings, frame tracking, linger and idle granularity as the async relay.
 use super::relay::{
-    close_frame, Ending, FrameTracker, CLOSE_BACKEND_GONE, CLOSE_GOING_AWAY, SCRATCH_SIZE,
+    close_frame, Ending, FrameTracker, CLOSE_BACKEND_GONE, CLOSE_GOING_AWAY, IDLE_SLICES, LINGER,
+    SCRATCH_SIZE,
 };
 
-/// After one direction has finished, how long the other may still run.
-const LINGER: Duration = Duration::from_secs(5);
-/// The idle check runs this many times per idle timeout (and at least once a second,
-/// for the linger deadline): a tunnel ends between `idle` and `idle` plus one sweep
-/// after its last byte.
-const IDLE_SLICES: u32 = 4;
 const WAKE: Token = Token(usize::MAX);
 
 /// One established tunnel to relay.
@@ -366,6 +362,9 @@ struct Loop {
 
 impl Loop {
     fn new(poll: Poll, rx: mpsc::Receiver<Cmd>, idle: Duration) -> Loop {
+        // The idle check runs `IDLE_SLICES` times per idle timeout, and at least once a
+        // second for the linger deadline: a tunnel ends between `idle` and `idle` plus
+        // one sweep after its last byte.
         let slice = (idle / IDLE_SLICES).max(Duration::from_millis(1));
         let sweep_every = slice.min(Duration::from_secs(1));
         // Sweeps without a byte that make the idle timeout (rounded up).

@@ -28,9 +28,9 @@ use super::counters::AppCounters;
 /// slower than its reader (at most this much per direction).
 pub const SCRATCH_SIZE: usize = 32 * 1024;
 /// After one direction has finished, how long the other may still run.
-const LINGER: Duration = Duration::from_secs(5);
+pub const LINGER: Duration = Duration::from_secs(5);
 /// The idle timer ticks this many times per idle timeout (see `run`).
-const IDLE_SLICES: u32 = 4;
+pub const IDLE_SLICES: u32 = 4;
 /// Time allowed for writing the Close frames on idle timeout or shutdown.
 const GOODBYE: Duration = Duration::from_secs(1);
 
