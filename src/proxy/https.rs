@@ -9,9 +9,8 @@
 //! Whether a request came over TLS is read from the connection (pingora's TLS
 //! digest), not from anything the client sends.
 
-use bytes::Bytes;
 use http::HeaderValue;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -106,21 +105,18 @@ async fn write(
     request_id: &str,
     hsts: Option<HeaderValue>,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header("x-request-id", request_id)?;
-    if let Some(l) = location {
-        resp.insert_header(http::header::LOCATION, l)?;
-    }
-    if let Some(h) = hsts {
-        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    Ok(())
+    let location = location.map(|l| (http::header::LOCATION, l));
+    let plain = "text/plain; charset=utf-8";
+    super::write_answer(
+        session,
+        status,
+        plain,
+        body,
+        request_id,
+        location,
+        hsts.as_ref(),
+    )
+    .await
 }
 
 /// `https://<host>[:port]<path>?<query>` for a plain-HTTP request; `None` when the

@@ -178,14 +178,39 @@ async fn respond_with(
     retry_after: Option<u32>,
 ) -> Result<()> {
     let (body, content_type) = error_body(status, message, wants_html(session.req_header()));
+    let retry = retry_after.map(|secs| (http::header::RETRY_AFTER, secs.to_string()));
+    let request_id = ctx.request_id.as_str();
+    write_answer(
+        session,
+        status,
+        content_type,
+        body,
+        request_id,
+        retry,
+        ctx.hsts.as_ref(),
+    )
+    .await
+}
+
+/// Write a small answer of the proxy's own (no upstream): the body with its type and
+/// length, `X-Request-Id`, one optional extra header and HSTS when given.
+pub(crate) async fn write_answer(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: String,
+    request_id: &str,
+    extra: Option<(http::HeaderName, String)>,
+    hsts: Option<&http::HeaderValue>,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    if let Some(secs) = retry_after {
-        resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    resp.insert_header("x-request-id", request_id)?;
+    if let Some((name, value)) = extra {
+        resp.insert_header(name, value)?;
     }
-    if let Some(h) = &ctx.hsts {
+    if let Some(h) = hsts {
         resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
