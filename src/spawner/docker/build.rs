@@ -489,13 +489,7 @@ impl DockerSpawner {
     /// Remove the app's images other than `keep` (in-use ones stay; errors ignored).
     pub(super) async fn prune_images(&self, docker: &Docker, app: Uuid, keep: &str) {
         let _exclusive = LAYERS.write().await;
-        let Ok(images) = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(app_filter(app)),
-                ..Default::default()
-            }))
-            .await
-        else {
+        let Ok(images) = super::images(docker, app_filter(app)).await else {
             return;
         };
         for i in images {
@@ -514,11 +508,7 @@ impl DockerSpawner {
         filters: HashMap<String, Vec<String>>,
     ) -> Result<usize, SpawnerError> {
         let _exclusive = LAYERS.write().await;
-        let images = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
+        let images = super::images(docker, filters)
             .await
             .map_err(|e| self.fail(e, "list images"))?;
         let mut n = 0;

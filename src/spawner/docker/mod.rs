@@ -153,6 +153,19 @@ fn status_code(e: &DockerError) -> Option<u16> {
     }
 }
 
+/// The images matching `filters`.
+async fn images(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<Vec<bollard::models::ImageSummary>, DockerError> {
+    docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+}
+
 fn is_connection_error(e: &DockerError) -> bool {
     matches!(
         e,
@@ -405,11 +418,7 @@ impl Spawner for DockerSpawner {
             "reference".to_string(),
             vec![format!("{BASE_IMAGE_REPO}:*")],
         )]);
-        let images = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
+        let images = images(&docker, filters)
             .await
             .map_err(|e| self.fail(e, "list images"))?;
         let tags = images
@@ -535,11 +544,7 @@ impl Spawner for DockerSpawner {
                 .map(|(id, _)| *id)
                 .collect()
         });
-        let images = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(self.ours()),
-                ..Default::default()
-            }))
+        let images = images(&docker, self.ours())
             .await
             .map_err(|e| self.fail(e, "list images"))?;
         let with_images = images
