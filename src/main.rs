@@ -176,20 +176,27 @@ fn cleanup(config: Config) -> Result<(), String> {
         );
         return Ok(());
     }
-    let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
-    let instance = store.instance_id().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let (_store, instance, rt) = open_local(&config)?;
     let report = rt
-        .block_on(DockerSpawner::new(&config.docker_socket, &instance.to_string()).cleanup_all())
+        .block_on(DockerSpawner::new(&config.docker_socket, &instance).cleanup_all())
         .map_err(|e| e.to_string())?;
     println!(
         "removed {} container(s) and {} image(s)",
         report.containers, report.images
     );
     Ok(())
+}
+
+/// For the one-off commands: the data dir's store (open, so no server of it runs
+/// meanwhile), its instance id (which scopes its Docker objects) and a runtime.
+fn open_local(config: &Config) -> Result<(Store, String, tokio::runtime::Runtime), String> {
+    let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
+    let instance = store.instance_id().map_err(|e| e.to_string())?.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok((store, instance, rt))
 }
 
 fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
@@ -207,17 +214,9 @@ fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
 /// User management through the same service functions as the API, acting as the
 /// local operator.
 fn admin(config: Config, cmd: AdminCommand) -> Result<(), String> {
-    let store = Store::open(&config.state_file()).map_err(|e| e.to_string())?;
-    let instance = store.instance_id().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let (store, instance, rt) = open_local(&config)?;
     rt.block_on(async move {
-        let spawner = Arc::new(DockerSpawner::new(
-            &config.docker_socket,
-            &instance.to_string(),
-        ));
+        let spawner = Arc::new(DockerSpawner::new(&config.docker_socket, &instance));
         let state = AppState::new(store, spawner, Arc::new(config));
         let meta = ClientMeta::default();
         let fail = |e: ServiceError| e.to_string();
