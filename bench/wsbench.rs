@@ -498,6 +498,29 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
+/// Wait for the connection tasks: the open connections, how many failed, the first
+/// error.
+async fn collect_connections(
+    handles: Vec<tokio::task::JoinHandle<Res<Ws>>>,
+) -> (Vec<Ws>, usize, Option<String>) {
+    let mut conns = Vec::with_capacity(handles.len());
+    let mut failed = 0usize;
+    let mut first_error: Option<String> = None;
+    for h in handles {
+        let error = match h.await {
+            Ok(Ok(ws)) => {
+                conns.push(ws);
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        failed += 1;
+        first_error.get_or_insert(error);
+    }
+    (conns, failed, first_error)
+}
+
 async fn rtt(target: Target, o: RttOpts, nofile: u64) -> Res<()> {
     let started = Instant::now();
     // Phase 1: connect everything (bounded concurrency), before any measurement.
@@ -516,22 +539,7 @@ async fn rtt(target: Target, o: RttOpts, nofile: u64) -> Res<()> {
             }
         }));
     }
-    let mut conns = Vec::new();
-    let mut failed = 0usize;
-    let mut first_error: Option<String> = None;
-    for h in handles {
-        match h.await {
-            Ok(Ok(ws)) => conns.push(ws),
-            Ok(Err(e)) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
+    let (conns, failed, mut first_error) = collect_connections(handles).await;
     let connect_secs = started.elapsed().as_secs_f64();
 
     // Phase 2: warmup (unmeasured) then the measured loop, all connections at once.
@@ -726,22 +734,7 @@ async fn idle(
             }
         }));
     }
-    let mut conns = Vec::with_capacity(n);
-    let mut failed = 0usize;
-    let mut first_error: Option<String> = None;
-    for h in handles {
-        match h.await {
-            Ok(Ok(ws)) => conns.push(ws),
-            Ok(Err(e)) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
+    let (conns, failed, first_error) = collect_connections(handles).await;
     let opened = conns.len();
     emit(serde_json::json!({
         "event": "ready",
