@@ -14,7 +14,7 @@
 //! the replica ends first, a Close 1001 both ways on idle timeout or shutdown — each
 //! only where it lands between two frames.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -28,8 +28,7 @@ use tokio::sync::oneshot;
 use super::counters::AppCounters;
 // Same endings, frame tracking, linger and idle granularity as the async relay.
 use super::relay::{
-    close_frame, Ending, FrameTracker, CLOSE_BACKEND_GONE, CLOSE_GOING_AWAY, IDLE_SLICES, LINGER,
-    SCRATCH_SIZE,
+    close_frame, Ending, FrameTracker, Pipe, CLOSE_GOING_AWAY, IDLE_SLICES, LINGER, SCRATCH_SIZE,
 };
 
 const WAKE: Token = Token(usize::MAX);
@@ -117,142 +116,11 @@ impl Drop for Engine {
     }
 }
 
-/// One direction of a tunnel.
-#[derive(Default)]
-struct Dir {
-    /// Read but not yet written: only while the writer is slower than the reader.
-    pending: Vec<u8>,
-    pos: usize,
-    /// The reader may have bytes (edge-triggered: cleared when a read drains it).
-    readable: bool,
-    /// The reader's peer has closed (or the socket failed): read on until the end,
-    /// since no further event will come for it.
-    hup: bool,
-    read_done: bool,
-    /// The reader failed (reset, …) rather than ending cleanly.
-    read_failed: bool,
-    /// The writer has been shut down after the reader ended: this direction is done.
-    done: bool,
-    /// Frames written this way.
-    frames: FrameTracker,
-}
-
-impl Dir {
-    fn new(frames: FrameTracker) -> Dir {
-        Dir {
-            readable: true,
-            frames,
-            ..Dir::default()
-        }
-    }
-
-    fn drained(&self) -> bool {
-        self.pos == self.pending.len()
-    }
-
-    /// Copy from `reader` to `writer` until one of them would block or the reader has
-    /// ended and the writer is shut down. Returns whether any byte moved, or the write
-    /// error that ends the tunnel. `inject`: on the reader's end, send the client a
-    /// Close 1011 first (replica → client only, while the client has not closed).
-    fn pump(
-        &mut self,
-        reader: &mut TcpStream,
-        writer: &mut TcpStream,
-        scratch: &mut [u8],
-        count: impl Fn(usize),
-        inject: bool,
-    ) -> io::Result<bool> {
-        let mut progress = false;
-        loop {
-            while self.pos < self.pending.len() {
-                match writer.write(&self.pending[self.pos..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        self.frames.observe(&self.pending[self.pos..self.pos + n]);
-                        self.pos += n;
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if !self.pending.is_empty() {
-                // Give the memory back: an idle tunnel keeps no buffer.
-                self.pending = Vec::new();
-                self.pos = 0;
-            }
-            if self.read_done {
-                if !self.done {
-                    // The peer may already be gone; this direction ends either way.
-                    let _ = writer.shutdown(Shutdown::Write);
-                    self.done = true;
-                    progress = true;
-                }
-                return Ok(progress);
-            }
-            if !self.readable {
-                return Ok(progress);
-            }
-            let n = match reader.read(scratch) {
-                Ok(0) => {
-                    self.end(inject, false);
-                    continue;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    return Ok(progress);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.end(inject, true);
-                    continue;
-                }
-            };
-            progress = true;
-            // A short read emptied the socket; the next arrival raises a new event
-            // (an end of stream that came with these bytes does not: see `hup`).
-            if n < scratch.len() && !self.hup {
-                self.readable = false;
-            }
-            count(n);
-            let data = &scratch[..n];
-            let mut off = 0;
-            while off < n {
-                match writer.write(&data[off..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(w) => {
-                        self.frames.observe(&data[off..off + w]);
-                        off += w;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if off < n {
-                self.pending = data[off..].to_vec();
-                self.pos = 0;
-            }
-        }
-    }
-
-    fn end(&mut self, inject: bool, failed: bool) {
-        self.read_done = true;
-        self.read_failed = failed;
-        if inject && self.frames.can_close() {
-            self.pending = close_frame(CLOSE_BACKEND_GONE, "backend closed the connection", None);
-            self.pos = 0;
-        }
-    }
-}
-
 struct Tunnel {
     down: TcpStream,
     up: TcpStream,
-    c2s: Dir,
-    s2c: Dir,
+    c2s: Pipe,
+    s2c: Pipe,
     counters: Arc<AppCounters>,
     done: oneshot::Sender<Ending>,
     /// Bytes moved since the last sweep.
@@ -477,8 +345,8 @@ impl Loop {
         entry.insert(Tunnel {
             down,
             up,
-            c2s: Dir::new(job.c2s),
-            s2c: Dir::new(job.s2c),
+            c2s: Pipe::edge_triggered(job.c2s),
+            s2c: Pipe::edge_triggered(job.s2c),
             counters: job.counters,
             done,
             active: true,
@@ -574,7 +442,10 @@ mod tests {
         assert!(got.starts_with(&sent), "the frame arrives whole, in order");
         let close = &got[sent.len()..];
         assert_eq!(close[0], 0x88, "then a Close frame");
-        assert_eq!(u16::from_be_bytes([close[2], close[3]]), CLOSE_BACKEND_GONE);
+        assert_eq!(
+            u16::from_be_bytes([close[2], close[3]]),
+            super::super::relay::CLOSE_BACKEND_GONE
+        );
         let c = counters.snapshot();
         assert_eq!((c.bytes_in, c.bytes_out), (0, sent.len() as u64));
     }
