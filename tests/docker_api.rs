@@ -130,7 +130,7 @@ fn replica_addr(container: &str) -> SocketAddr {
 
 /// Whether the tests can run; a loud notice (or, with CI=true, a panic) when not.
 fn docker_env() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = support::in_ci();
     let problem = match try_docker(&["version", "--format", "{{.Server.Version}}"]) {
         Err(e) => Some(e),
         Ok(_) => try_docker(&[

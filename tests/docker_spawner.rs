@@ -8,6 +8,8 @@
 //! they run in parallel with each other and beside other users of the daemon.
 //! Timings are printed (`cargo test --test docker_spawner -- --nocapture`).
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ struct Env {
 }
 
 async fn env() -> Option<Env> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = support::in_ci();
     let spawner = DockerSpawner::new(&socket(), INSTANCE);
     let problem = match spawner.ping().await {
         Err(e) => Some(e.to_string()),

@@ -9,6 +9,8 @@
 //! Without Pebble the ACME tests skip with a message, except under CI=true, where they
 //! fail: `scripts/install-test-deps.sh` installs it.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -470,7 +472,7 @@ fn pebble_installed() -> bool {
     });
     if !found {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !support::in_ci(),
             "CI needs Pebble: run scripts/install-test-deps.sh (Debian package `pebble`)"
         );
         eprintln!("pebble / pebble-challtestsrv not installed: skipping (not CI)");

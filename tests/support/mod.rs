@@ -18,6 +18,12 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rserve-proxy");
 
+/// Running in CI: any non-empty `CI` (`true`, `1`, …). There a missing real part
+/// (Docker, Pebble, a browser) fails the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
