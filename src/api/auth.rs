@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::csrf::SameOrigin;
 use super::dto::{OkDto, TokenDto, TokenEnvelope, TokensEnvelope, UserDto, UserEnvelope, OK};
 use super::error::ApiResult;
 use super::extract::{ApiJson, Auth, IdPath, Meta, SESSION_COOKIE};
@@ -20,12 +21,17 @@ fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> Option<Header
 }
 
 /// Log in with a username and password; sets the session cookie.
+///
+/// A browser's cross-origin login is refused (403), like every cookie-authenticated
+/// change: a forged login would sign the victim into an account of the attacker's.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginInput, security(()),
     responses((status = 200, body = UserEnvelope), (status = 400, body = super::dto::ErrorDto),
               (status = 401, description = "Invalid credentials", body = super::dto::ErrorDto),
+              (status = 403, description = "Cross-origin request refused (Sec-Fetch-Site or Origin)", body = super::dto::ErrorDto),
               (status = 429, description = "Too many attempts from this address", body = super::dto::ErrorDto)))]
 pub async fn login(
     State(state): State<AppState>,
+    _: SameOrigin,
     Meta(meta): Meta,
     ApiJson(input): ApiJson<LoginInput>,
 ) -> ApiResult<Response> {

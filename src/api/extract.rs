@@ -7,13 +7,15 @@ use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::csrf;
 use super::error::ApiError;
 use crate::service::{auth, AppState, ClientMeta, Principal};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "rsp_session";
 
-/// The authenticated caller (session cookie or bearer token); 401 otherwise.
+/// The authenticated caller (session cookie or bearer token); 401 otherwise. With the
+/// cookie, a state-changing request must also pass the CSRF check (`csrf::check`, 403).
 pub struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
@@ -31,6 +33,9 @@ impl FromRequestParts<AppState> for Auth {
         }
         if let Some(id) = cookie(&parts.headers, SESSION_COOKIE) {
             if let Some(p) = auth::session_principal(state, id).await? {
+                // A browser sends the cookie on its own, also for a forged request:
+                // refuse cross-origin changes before any handler runs.
+                csrf::check(&parts.method, &parts.headers)?;
                 return Ok(Auth(p));
             }
         }

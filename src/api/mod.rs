@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod csrf;
 pub mod dto;
 pub mod error;
 pub mod extract;
