@@ -95,7 +95,7 @@ enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set a new password (ends the user's sessions).
+    /// Set a new password (ends the user's sessions, revokes their API tokens).
     ResetPassword {
         #[arg(long)]
         username: String,
@@ -271,7 +271,9 @@ fn admin(config: Config, cmd: AdminCommand) -> Result<(), String> {
                 users::update(&state, None, user.id, input, &meta)
                     .await
                     .map_err(fail)?;
-                println!("password of {username} reset; their sessions have ended");
+                println!(
+                    "password of {username} reset; their sessions have ended and their API tokens are revoked"
+                );
                 if generated {
                     println!("password: {password}");
                 }

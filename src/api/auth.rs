@@ -71,7 +71,9 @@ pub async fn me(Auth(who): Auth) -> Json<UserEnvelope> {
     })
 }
 
-/// Change the caller's password; the caller's other sessions end.
+/// Change the caller's password; the caller's other sessions end. With
+/// `revokeTokens: true` all the caller's API tokens are revoked too (default: they
+/// keep working).
 #[utoipa::path(put, path = "/api/auth/password", tag = "auth", request_body = ChangePasswordInput,
     responses((status = 200, body = OkDto), (status = 400, body = super::dto::ErrorDto),
               (status = 401, body = super::dto::ErrorDto),

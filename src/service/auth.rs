@@ -25,6 +25,11 @@ pub struct LoginInput {
 pub struct ChangePasswordInput {
     pub current_password: String,
     pub new_password: String,
+    /// Also revoke (delete) all the caller's API tokens, including the one making
+    /// this request. Default `false`: tokens keep working. The caller's other
+    /// sessions end either way.
+    #[serde(default)]
+    pub revoke_tokens: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -189,7 +194,7 @@ pub async fn record_token_use(store: Store, mut rx: mpsc::Receiver<(Uuid, Offset
 }
 
 /// Change the caller's password. Every other session of the user ends; the caller's
-/// own session (if any) stays.
+/// own session (if any) stays. With `revoke_tokens` all their API tokens go too.
 pub async fn change_password(
     state: &AppState,
     who: &Principal,
@@ -217,10 +222,22 @@ pub async fn change_password(
         .map_err(ServiceError::Internal)?;
     let user_id = who.user.id;
     let keep = who.session_id.clone();
-    let audit =
-        AuditEntry::new(Some(&who.user), "auth.password_change", None).with_ip(meta.ip.clone());
+    let revoke = input.revoke_tokens;
+    let mut audits = vec![
+        AuditEntry::new(Some(&who.user), "auth.password_change", None).with_ip(meta.ip.clone()),
+    ];
+    if revoke {
+        audits.push(
+            AuditEntry::new(
+                Some(&who.user),
+                "token.revoke_all",
+                Some(user_id.to_string()),
+            )
+            .with_ip(meta.ip.clone()),
+        );
+    }
     with_store(&state.store, move |s| {
-        s.set_password(user_id, &new_hash, keep.as_deref(), &audit)
+        s.set_password(user_id, &new_hash, keep.as_deref(), revoke, &audits)
     })
     .await?;
     forget_initial_password(state);

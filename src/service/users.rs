@@ -19,7 +19,8 @@ pub struct CreateUserInput {
     pub role: Option<Role>,
 }
 
-/// Any subset of the fields; `password` resets the password and ends the user's sessions.
+/// Any subset of the fields; `password` resets the password, ends all the user's
+/// sessions and revokes (deletes) all their API tokens.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateUserInput {
     #[serde(default)]
@@ -27,6 +28,8 @@ pub struct UpdateUserInput {
     /// An empty string clears the address.
     #[serde(default)]
     pub email: Option<String>,
+    /// A new password: all the user's sessions end and all their API tokens are
+    /// revoked, in the same change.
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -109,6 +112,7 @@ pub async fn update(
     let mut user = with_store(&state.store, move |s| s.get_user(id))
         .await?
         .ok_or_else(not_found)?;
+    let other_fields = input.role.is_some() || input.email.is_some();
     let new_hash = match input.password {
         Some(pw) => Some(
             blocking(move || password::hash(&pw))
@@ -124,17 +128,24 @@ pub async fn update(
         user.email = Some(email).filter(|e| !e.is_empty());
     }
     user.updated_at = OffsetDateTime::now_utc();
-    let audit = AuditEntry::new(
-        who.map(|w| &w.user),
-        "user.update",
-        Some(user.username.clone()),
-    )
-    .with_ip(meta.ip.clone());
+    let entry = |action| {
+        AuditEntry::new(who.map(|w| &w.user), action, Some(user.username.clone()))
+            .with_ip(meta.ip.clone())
+    };
+    // A reset gets its own audit row (it ends sessions and revokes tokens); other
+    // fields changed in the same request are recorded as an update beside it.
+    let mut audits = Vec::new();
+    if new_hash.is_none() || other_fields {
+        audits.push(entry("user.update"));
+    }
+    if new_hash.is_some() {
+        audits.push(entry("user.password_reset"));
+    }
     if let Some(hash) = new_hash {
         user.password_hash = hash;
     }
     let stored = user.clone();
-    with_store(&state.store, move |s| s.update_user(&stored, &audit)).await?;
+    with_store(&state.store, move |s| s.update_user(&stored, &audits)).await?;
     Ok(user)
 }
 

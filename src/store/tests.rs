@@ -419,12 +419,12 @@ fn update_user_changes_fields() {
     bob.email = None;
     bob.role = Role::Admin;
     bob.updated_at = at(5);
-    store.update_user(&bob, &audit("user.update")).unwrap();
+    store.update_user(&bob, &[audit("user.update")]).unwrap();
     assert_eq!(store.get_user(bob.id).unwrap(), Some(bob.clone()));
     // Promoted bob counts as an admin: root can now be demoted.
     let mut root = store.get_user_by_username("root").unwrap().unwrap();
     root.role = Role::User;
-    store.update_user(&root, &audit("user.update")).unwrap();
+    store.update_user(&root, &[audit("user.update")]).unwrap();
     assert_eq!(store.get_user(root.id).unwrap().unwrap().role, Role::User);
 }
 
@@ -433,7 +433,7 @@ fn update_missing_user_is_not_found() {
     let (_dir, store) = open_temp();
     let ghost = user("ghost", Role::User, 0);
     assert!(matches!(
-        store.update_user(&ghost, &audit("user.update")),
+        store.update_user(&ghost, &[audit("user.update")]),
         Err(StoreError::NotFound)
     ));
     assert!(audit_actions(&store).is_empty());
@@ -446,7 +446,7 @@ fn cannot_demote_last_admin() {
     add_user(&store, "bob", Role::User, 1);
     root.role = Role::User;
     assert!(matches!(
-        store.update_user(&root, &audit("user.update")),
+        store.update_user(&root, &[audit("user.update")]),
         Err(StoreError::LastAdmin)
     ));
     assert_eq!(store.get_user(root.id).unwrap().unwrap().role, Role::Admin);
@@ -458,7 +458,7 @@ fn cannot_demote_last_admin() {
     // Updating the admin without demoting is fine.
     root.role = Role::Admin;
     root.email = None;
-    store.update_user(&root, &audit("user.update")).unwrap();
+    store.update_user(&root, &[audit("user.update")]).unwrap();
 }
 
 #[test]
@@ -468,11 +468,11 @@ fn renaming_keeps_username_index_consistent() {
     let mut bob = add_user(&store, "bob", Role::User, 1);
     bob.username = "root".to_string();
     assert!(matches!(
-        store.update_user(&bob, &audit("user.update")),
+        store.update_user(&bob, &[audit("user.update")]),
         Err(StoreError::UsernameTaken(_))
     ));
     bob.username = "robert".to_string();
-    store.update_user(&bob, &audit("user.update")).unwrap();
+    store.update_user(&bob, &[audit("user.update")]).unwrap();
     assert_eq!(store.get_user_by_username("bob").unwrap(), None);
     assert_eq!(store.get_user_by_username("robert").unwrap(), Some(bob));
     // The old name is free again.
@@ -490,7 +490,13 @@ fn set_password_kills_other_sessions_but_keeps_one() {
     add_session(&store, "b1", &bob);
 
     store
-        .set_password(alice.id, "new-hash", Some("a2"), &audit("user.password"))
+        .set_password(
+            alice.id,
+            "new-hash",
+            Some("a2"),
+            false,
+            &[audit("user.password")],
+        )
         .unwrap();
     let stored = store.get_user(alice.id).unwrap().unwrap();
     assert_eq!(stored.password_hash, "new-hash");
@@ -506,7 +512,13 @@ fn set_password_kills_other_sessions_but_keeps_one() {
 
     // Without a session to keep, all go.
     store
-        .set_password(alice.id, "newer-hash", None, &audit("user.password"))
+        .set_password(
+            alice.id,
+            "newer-hash",
+            None,
+            false,
+            &[audit("user.password")],
+        )
         .unwrap();
     assert_eq!(store.get_session("a2").unwrap(), None);
     assert!(store.get_session("b1").unwrap().is_some());
@@ -518,7 +530,7 @@ fn set_password_kills_other_sessions_but_keeps_one() {
 fn set_password_of_missing_user_is_not_found() {
     let (_dir, store) = open_temp();
     assert!(matches!(
-        store.set_password(Uuid::new_v4(), "h", None, &audit("user.password")),
+        store.set_password(Uuid::new_v4(), "h", None, false, &[audit("user.password")]),
         Err(StoreError::NotFound)
     ));
     assert!(audit_actions(&store).is_empty());
@@ -658,7 +670,7 @@ fn purge_expired_sessions_removes_only_expired() {
     assert_eq!(store.purge_expired_sessions(at(30)).unwrap(), 0);
     // The user index lost the purged rows: a password change removes just live1.
     store
-        .set_password(alice.id, "h", None, &audit("user.password"))
+        .set_password(alice.id, "h", None, false, &[audit("user.password")])
         .unwrap();
     assert_eq!(store.get_session("live1").unwrap(), None);
     assert!(store.get_session("live2").unwrap().is_some());
@@ -985,16 +997,105 @@ fn update_user_with_a_new_password_hash_ends_all_their_sessions() {
 
     let mut changed = alice.clone();
     changed.email = None;
-    store.update_user(&changed, &audit("user.update")).unwrap();
+    store
+        .update_user(&changed, &[audit("user.update")])
+        .unwrap();
     assert!(
         store.get_session("a1").unwrap().is_some(),
         "same hash: sessions stay"
     );
 
     changed.password_hash = "reset-hash".into();
-    store.update_user(&changed, &audit("user.update")).unwrap();
+    store
+        .update_user(&changed, &[audit("user.update")])
+        .unwrap();
     assert_eq!(store.get_session("a1").unwrap(), None);
     assert!(store.get_session("b1").unwrap().is_some());
+}
+
+#[test]
+fn update_user_with_a_new_password_hash_revokes_their_tokens_with_the_audit_rows() {
+    let (_dir, store) = open_temp();
+    let alice = add_user(&store, "alice", Role::Admin, 0);
+    let bob = add_user(&store, "bob", Role::User, 1);
+    let a1 = add_token(&store, &alice, "ci", 2);
+    let a2 = add_token(&store, &alice, "laptop", 3);
+    let b1 = add_token(&store, &bob, "bob's", 4);
+
+    let mut changed = alice.clone();
+    changed.email = None;
+    store
+        .update_user(&changed, &[audit("user.update")])
+        .unwrap();
+    assert_eq!(
+        store.list_tokens(alice.id).unwrap().len(),
+        2,
+        "same hash: tokens stay"
+    );
+
+    changed.password_hash = "reset-hash".into();
+    store
+        .update_user(
+            &changed,
+            &[audit("user.update"), audit("user.password_reset")],
+        )
+        .unwrap();
+    assert!(store.list_tokens(alice.id).unwrap().is_empty());
+    for t in [&a1, &a2] {
+        assert_eq!(store.get_token_by_hash(&t.token_hash).unwrap(), None);
+    }
+    assert_eq!(
+        store
+            .get_token_by_hash(&b1.token_hash)
+            .unwrap()
+            .map(|t| t.id),
+        Some(b1.id)
+    );
+    let actions = audit_actions(&store);
+    assert_eq!(&actions[..2], ["user.password_reset", "user.update"]);
+}
+
+#[test]
+fn set_password_revokes_tokens_only_when_asked() {
+    let (_dir, store) = open_temp();
+    let alice = add_user(&store, "alice", Role::Admin, 0);
+    let bob = add_user(&store, "bob", Role::User, 1);
+    let a1 = add_token(&store, &alice, "ci", 2);
+    let b1 = add_token(&store, &bob, "bob's", 3);
+
+    store
+        .set_password(alice.id, "h1", None, false, &[audit("user.password")])
+        .unwrap();
+    assert_eq!(
+        store
+            .get_token_by_hash(&a1.token_hash)
+            .unwrap()
+            .map(|t| t.id),
+        Some(a1.id)
+    );
+
+    store
+        .set_password(
+            alice.id,
+            "h2",
+            None,
+            true,
+            &[audit("user.password"), audit("token.revoke_all")],
+        )
+        .unwrap();
+    assert_eq!(store.get_token_by_hash(&a1.token_hash).unwrap(), None);
+    assert!(store.list_tokens(alice.id).unwrap().is_empty());
+    assert_eq!(
+        store
+            .get_token_by_hash(&b1.token_hash)
+            .unwrap()
+            .map(|t| t.id),
+        Some(b1.id)
+    );
+    assert_eq!(
+        &audit_actions(&store)[..2],
+        ["token.revoke_all", "user.password"]
+    );
 }
 
 // ---------------------------------------------------------------- TLS (schema v2)

@@ -25,7 +25,7 @@ fn remove_token(txn: &WriteTransaction, id: u128) -> Result<Option<ApiToken>> {
     Ok(Some(token))
 }
 
-/// Removes every token of `user_id` (user deletion).
+/// Removes every token of `user_id` (user deletion, password reset).
 pub(super) fn remove_user_tokens(txn: &WriteTransaction, user_id: Uuid) -> Result<()> {
     let ids: Vec<u128> = {
         let by_user = txn.open_multimap_table(TOKENS_BY_USER)?;

@@ -93,8 +93,10 @@ impl Store {
 
     /// Replaces the stored user. `NotFound` if missing; `LastAdmin` if this would
     /// demote the only admin. The username is meant to be immutable, but if it does
-    /// change the index follows (with `UsernameTaken` on a clash).
-    pub fn update_user(&self, user: &User, audit: &AuditEntry) -> Result<()> {
+    /// change the index follows (with `UsernameTaken` on a clash). A new password hash
+    /// (an admin's reset) ends every session of the user and revokes (deletes) all
+    /// their API tokens. `audits` are appended in the same transaction.
+    pub fn update_user(&self, user: &User, audits: &[AuditEntry]) -> Result<()> {
         self.write("update_user", |txn| {
             let key = user.id.as_u128();
             let mut users = txn.open_table(USERS)?;
@@ -115,22 +117,26 @@ impl Store {
             }
             users.insert(key, encode(user)?.as_slice())?;
             set_admin(txn, key, user.role == Role::Admin)?;
-            // A new password ends every session of the user, whoever set it.
+            // A reset password ends every way in that the old one opened: whoever
+            // knew it may have logged in or made tokens.
             if old.password_hash != user.password_hash {
                 sessions::remove_user_sessions(txn, user.id, None)?;
+                tokens::remove_user_tokens(txn, user.id)?;
             }
-            audit::append(txn, audit)
+            audits.iter().try_for_each(|a| audit::append(txn, a))
         })
     }
 
-    /// Sets the password hash and `updated_at`, and ends every session of the user
-    /// except `keep_session` (the one that made the change), in one transaction.
+    /// Sets the password hash and `updated_at`, ends every session of the user
+    /// except `keep_session` (the one that made the change) and, with
+    /// `revoke_tokens`, deletes all their API tokens, in one transaction with `audits`.
     pub fn set_password(
         &self,
         user_id: Uuid,
         password_hash: &str,
         keep_session: Option<&str>,
-        audit: &AuditEntry,
+        revoke_tokens: bool,
+        audits: &[AuditEntry],
     ) -> Result<()> {
         self.write("set_password", |txn| {
             let key = user_id.as_u128();
@@ -142,7 +148,10 @@ impl Store {
                 users.insert(key, encode(&user)?.as_slice())?;
             }
             sessions::remove_user_sessions(txn, user_id, keep_session)?;
-            audit::append(txn, audit)
+            if revoke_tokens {
+                tokens::remove_user_tokens(txn, user_id)?;
+            }
+            audits.iter().try_for_each(|a| audit::append(txn, a))
         })
     }
 
