@@ -384,6 +384,17 @@ impl Harness {
 
     /// Multipart upload of any parts (files and plain fields).
     pub async fn multipart(&self, cred: &Cred, app_id: &str, parts: &[Part<'_>]) -> Reply {
+        self.multipart_with(cred, app_id, parts, &[]).await
+    }
+
+    /// Like `multipart`, with extra headers (e.g. `origin`) that replace the defaults.
+    pub async fn multipart_with(
+        &self,
+        cred: &Cred,
+        app_id: &str,
+        parts: &[Part<'_>],
+        headers: &[(&'static str, &str)],
+    ) -> Reply {
         let boundary = "----rsp-test-boundary";
         let mut body = Vec::new();
         for part in parts {
@@ -402,7 +413,12 @@ impl Harness {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let req = Self::request(Method::POST, &format!("/api/apps/{app_id}/upload"), cred)
+        let mut b = Self::request(Method::POST, &format!("/api/apps/{app_id}/upload"), cred);
+        let h = b.headers_mut().unwrap();
+        for (name, value) in headers {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        let req = b
             .header(
                 header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={boundary}"),
