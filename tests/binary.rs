@@ -3,14 +3,13 @@
 
 mod support;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, json_of, login, Server, BIN};
+use support::{cli, client, free_port, json_of, login, Server, BIN};
 
 const PASSWORD: &str = "smoke-test-password";
 
@@ -280,28 +279,6 @@ fn docker_state_is_reported_and_lifecycle_needs_it() {
     let s = Server::start(dir.path(), &[]);
     let (_, health) = json_of(c.get(s.url("/api/health")).send().unwrap());
     assert_eq!(health["docker"], true, "{health}");
-}
-
-fn cli(data: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("RSP_ADMIN_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -7,7 +7,7 @@ pub mod certs;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
 pub mod qap;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -157,4 +157,27 @@ pub fn login(c: &reqwest::blocking::Client, s: &Server, password: &str) -> Statu
         .send()
         .unwrap()
         .status()
+}
+
+/// Runs the binary's CLI on a data dir (e.g. `admin reset-password`), with `stdin`.
+pub fn cli(data: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("RSP_ADMIN_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
 }
