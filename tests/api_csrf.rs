@@ -14,6 +14,9 @@ const HOST: &str = "rsp.example:8880";
 const OWN_ORIGIN: &str = "http://rsp.example:8880";
 
 /// A state-changing request a forged page could make.
+/// Extra request headers.
+type Headers<'a> = &'a [(&'static str, &'a str)];
+
 #[derive(Debug, Clone, Copy)]
 enum Op {
     UpdateApp,
@@ -201,7 +204,7 @@ async fn cross_origin_cookie_changes_are_refused_and_change_nothing() {
     let before = w.snapshot().await;
     assert_eq!(before["app"]["status"], "running");
 
-    let forged: [&[(&'static str, &str)]; 5] = [
+    let forged: [Headers; 5] = [
         &[("sec-fetch-site", "cross-site")],
         &[("sec-fetch-site", "same-site")],
         &[("origin", "http://evil.example")],
@@ -241,7 +244,7 @@ async fn cross_origin_cookie_changes_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn same_origin_curl_and_bearer_requests_pass() {
     let w = World::new().await;
-    let allowed: [(&str, bool, &[(&'static str, &str)]); 8] = [
+    let allowed: [(&str, bool, Headers); 8] = [
         (
             "same-origin fetch",
             false,
