@@ -15,9 +15,12 @@
 //! 3. Neither header: not a browser (curl with a cookie jar, scripts), passes. No
 //!    browser omits both on a cross-origin state-changing request.
 //!
-//! Only host and port are compared, not the scheme: behind a TLS-terminating reverse
-//! proxy we see `http` while the page is `https`. A port left out counts as the
-//! scheme's default (the Origin's own scheme; `X-Forwarded-Proto` for the request).
+//! Only host and port are compared, not the scheme (as Go does): behind a
+//! TLS-terminating reverse proxy we see `http` while the page is `https`. A port that
+//! is its scheme's default counts as left out (the Origin's own scheme;
+//! `X-Forwarded-Proto` for the request), so `https://h` matches `Host: h` and
+//! `https://h:443` matches `Host: h:443` over TLS, while `http://h` does not match
+//! `Host: h:8880`.
 //!
 //! Bearer-token requests are exempt: a browser never attaches our token by itself,
 //! and a cross-origin page cannot add an `Authorization` header without a CORS
@@ -118,8 +121,18 @@ pub fn check(method: &Method, headers: &HeaderMap) -> Result<Passed, Refusal> {
     }
 }
 
-/// `(lowercase host, port)` of an origin `scheme://host[:port]`.
-fn origin_host_port(origin: &str) -> Option<(String, u16)> {
+/// Lowercase host and port, the port `None` when it is its scheme's default.
+type HostPort = (String, Option<u16>);
+
+fn host_port(authority: &http::uri::Authority, scheme: &str) -> HostPort {
+    let port = authority
+        .port_u16()
+        .filter(|p| Some(*p) != default_port(scheme));
+    (authority.host().to_ascii_lowercase(), port)
+}
+
+/// Host and port of an origin `scheme://host[:port]` (http or https).
+fn origin_host_port(origin: &str) -> Option<HostPort> {
     let uri: http::Uri = origin.parse().ok()?;
     let scheme = uri.scheme_str()?;
     let authority = uri.authority()?;
@@ -127,13 +140,13 @@ fn origin_host_port(origin: &str) -> Option<(String, u16)> {
     if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") {
         return None;
     }
-    let port = authority.port_u16().or_else(|| default_port(scheme))?;
-    Some((authority.host().to_ascii_lowercase(), port))
+    default_port(scheme)?;
+    Some(host_port(authority, scheme))
 }
 
-/// `(lowercase host, port)` the request was addressed to. `X-Forwarded-Host` first:
-/// only our proxy reaches the control plane, and it always overwrites that header.
-fn request_host_port(headers: &HeaderMap) -> Option<(String, u16)> {
+/// Host and port the request was addressed to. `X-Forwarded-Host` first: only our
+/// proxy reaches the control plane, and it always overwrites that header.
+fn request_host_port(headers: &HeaderMap) -> Option<HostPort> {
     let host = headers
         .get("x-forwarded-host")
         .or_else(|| headers.get(header::HOST))?
@@ -147,8 +160,7 @@ fn request_host_port(headers: &HeaderMap) -> Option<(String, u16)> {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("http");
-    let port = authority.port_u16().or_else(|| default_port(scheme))?;
-    Some((authority.host().to_ascii_lowercase(), port))
+    Some(host_port(&authority, scheme))
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -263,9 +275,15 @@ mod tests {
                 ("host", "localhost"),
             ],
             // Scheme is not compared (TLS terminated in front of us): host and port are.
+            &[("origin", "https://here.example"), ("host", "here.example")],
             &[
-                ("origin", "https://here.example"),
-                ("host", "here.example:443"),
+                ("origin", "http://here.example"),
+                ("host", "here.example"),
+                ("x-forwarded-proto", "https"),
+            ],
+            &[
+                ("origin", "https://here.example:8443"),
+                ("host", "here.example:8443"),
             ],
         ];
         for h in ok {
@@ -302,6 +320,11 @@ mod tests {
                 ("host", "here.example"),
             ],
             &[("origin", "ftp://here.example"), ("host", "here.example")],
+            // Port 443 named over plain http is not the https default.
+            &[
+                ("origin", "https://here.example"),
+                ("host", "here.example:443"),
+            ],
             // No host to compare with: refused rather than guessed.
             &[("origin", "http://here.example")],
         ];
