@@ -198,7 +198,7 @@ pub async fn scale(
 /// as server-sent events.
 #[utoipa::path(get, path = "/api/apps/{id}/logs", tag = "apps",
     params(("id" = uuid::Uuid, Path, description = "App id"),
-           ("source" = Option<String>, Query, description = "`build` (default) or `runtime`")),
+           ("source" = Option<LogSourceParam>, Query, description = "`build` (default) or `runtime`")),
     responses((status = 200, description = "text/event-stream of `log` events", content_type = "text/event-stream"),
               (status = 400, body = ErrorDto), (status = 401, body = ErrorDto), (status = 403, body = ErrorDto),
               (status = 404, body = ErrorDto), (status = 503, description = "Docker is not available", body = ErrorDto)))]

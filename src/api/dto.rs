@@ -252,3 +252,11 @@ pub struct ErrorDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<String>>,
 }
+
+/// `?source=` of the logs route (documentation only: the handler reads the query).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSourceParam {
+    Build,
+    Runtime,
+}
