@@ -295,7 +295,7 @@ fn valid(doc: &Value, schema: &Value, v: &Value) -> bool {
             "null" => v.is_null(),
             "string" => v.is_string(),
             "boolean" => v.is_boolean(),
-            "integer" => v.is_i64() || v.is_u64(),
+            "integer" => v.as_f64().is_some_and(|x| x.fract() == 0.0),
             "number" => v.is_number(),
             "array" => v.is_array(),
             "object" => v.is_object(),
@@ -452,6 +452,13 @@ fn candidates(doc: &Value, schema: &Value, f: &Field) -> Vec<Option<Value>> {
         out.extend(values.iter().cloned().map(Some));
         out.push(Some("no-such-value".into()));
     }
+    // An integer written as a float is still an integer to JSON Schema.
+    if f.sample.is_i64() {
+        out.push(Some(serde_json::json!(f.sample.as_i64().unwrap() as f64)));
+        out.push(Some(serde_json::json!(
+            f.sample.as_i64().unwrap() as f64 + 0.5
+        )));
+    }
     // A value of the wrong type.
     out.push(Some(if f.sample.is_string() {
         serde_json::json!(12)
@@ -575,16 +582,17 @@ fn app_fields(create: bool) -> Vec<Field> {
         field("/replicas", 2.into()),
         field("/memoryMb", 512.into()),
         field("/cpus", 0.5.into()),
+        // Before the fields that replace the stored `K`.
+        Field {
+            pad: 'v',
+            probes: &["a\u{0}b", "é ü"],
+            ..field("/env/0/value", "v".into())
+        },
         field("/env", serde_json::json!([{"key": "K", "value": "v"}])),
         Field {
             pad: 'K',
             probes: &["_x", "1A", "A-B", "é"],
             ..field("/env/0/key", "K".into())
-        },
-        Field {
-            pad: 'v',
-            probes: &["a\u{0}b", "é ü"],
-            ..field("/env/0/value", "v".into())
         },
         Field {
             pad_at: 9,

@@ -260,3 +260,10 @@ pub enum LogSourceParam {
     Build,
     Runtime,
 }
+
+/// The upload form (documentation only: the handler reads the multipart stream).
+#[derive(Debug, utoipa::ToSchema)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}

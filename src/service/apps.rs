@@ -35,10 +35,10 @@ pub struct CreateAppInput {
     #[schema(schema_with = schema::entry_script)]
     pub entry_script: Option<String>,
     /// Default 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
     #[schema(schema_with = schema::replicas_or_null)]
     pub replicas: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
     #[schema(schema_with = schema::memory_mb)]
     pub memory_mb: Option<i64>,
     #[serde(default)]
@@ -88,10 +88,10 @@ pub struct UpdateAppInput {
     #[serde(default)]
     #[schema(schema_with = schema::entry_script)]
     pub entry_script: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
     #[schema(schema_with = schema::replicas_or_null)]
     pub replicas: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
     #[schema(schema_with = schema::memory_mb)]
     pub memory_mb: Option<i64>,
     #[serde(default)]
@@ -479,6 +479,7 @@ pub async fn lifecycle(
 /// Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ScaleInput {
+    #[serde(deserialize_with = "validate::int::required")]
     #[schema(schema_with = schema::replicas)]
     pub replicas: i64,
 }

@@ -40,7 +40,7 @@ pub struct CreateTokenInput {
     #[schema(schema_with = schema::name)]
     pub name: String,
     /// Default: the token never expires.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
     #[schema(schema_with = schema::token_days)]
     pub expires_in_days: Option<i64>,
 }

@@ -223,6 +223,37 @@ pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error>
 }
 use serde::Deserialize as _;
 
+/// Integer fields read any JSON number with an integral value: `2.0` is an integer
+/// to JSON Schema (and to JavaScript clients), so it is one here too.
+pub mod int {
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer};
+
+    fn integral<E: Error>(n: serde_json::Number) -> Result<i64, E> {
+        if let Some(i) = n.as_i64() {
+            return Ok(i);
+        }
+        match n.as_f64() {
+            // Integral and inside i64's range (2^63 itself is not).
+            Some(x) if x.fract() == 0.0 && x >= -(2f64.powi(63)) && x < 2f64.powi(63) => {
+                Ok(x as i64)
+            }
+            Some(x) => Err(E::invalid_value(Unexpected::Float(x), &"an integer")),
+            None => Err(E::custom("expected an integer")),
+        }
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        integral(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(integral)
+            .transpose()
+    }
+}
+
 /// The same rules as OpenAPI schemas, for the input types' `#[schema(schema_with)]`.
 /// Optional fields take `null` as "absent", so their schemas allow it.
 pub mod schema {
