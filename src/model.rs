@@ -73,8 +73,10 @@ pub struct ApiToken {
 pub enum CodeSource {
     Git {
         #[serde(rename = "repoUrl")]
+        #[schema(schema_with = crate::service::validate::schema::repo_url)]
         repo_url: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(schema_with = crate::service::validate::schema::branch)]
         branch: Option<String>,
     },
     Upload,

@@ -198,7 +198,7 @@ pub async fn scale(
 /// as server-sent events.
 #[utoipa::path(get, path = "/api/apps/{id}/logs", tag = "apps",
     params(("id" = uuid::Uuid, Path, description = "App id"),
-           ("source" = Option<String>, Query, description = "`build` (default) or `runtime`")),
+           ("source" = Option<LogSourceParam>, Query, description = "`build` (default) or `runtime`")),
     responses((status = 200, description = "text/event-stream of `log` events", content_type = "text/event-stream"),
               (status = 400, body = ErrorDto), (status = 401, body = ErrorDto), (status = 403, body = ErrorDto),
               (status = 404, body = ErrorDto), (status = 503, description = "Docker is not available", body = ErrorDto)))]
@@ -239,7 +239,8 @@ pub async fn logs(
 /// Upload the app's code: one `.R`, `.zip`, `.tar.gz` or `.tgz` file (multipart).
 #[utoipa::path(post, path = "/api/apps/{id}/upload", tag = "apps",
     params(("id" = uuid::Uuid, Path, description = "App id")),
-    request_body(content_type = "multipart/form-data", description = "One file field"),
+    request_body(content = UploadForm, content_type = "multipart/form-data",
+        description = "One file: `.R`, `.zip`, `.tar.gz` or `.tgz`, at most the server's `upload_max_mb` (default 50 MB); the field name is free, plain fields are ignored"),
     responses((status = 200, body = UploadDto), (status = 400, body = ErrorDto), (status = 401, body = ErrorDto),
               (status = 403, body = ErrorDto), (status = 404, body = ErrorDto),
               (status = 413, description = "Larger than the upload limit", body = ErrorDto)))]

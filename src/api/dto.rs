@@ -252,3 +252,18 @@ pub struct ErrorDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<String>>,
 }
+
+/// `?source=` of the logs route (documentation only: the handler reads the query).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSourceParam {
+    Build,
+    Runtime,
+}
+
+/// The upload form (documentation only: the handler reads the multipart stream).
+#[derive(Debug, utoipa::ToSchema)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}

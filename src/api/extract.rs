@@ -3,13 +3,17 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
-use serde::de::DeserializeOwned;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::marker::PhantomData;
 use uuid::Uuid;
 
 use super::csrf;
 use super::error::ApiError;
-use crate::service::{auth, AppState, ClientMeta, Principal};
+use crate::service::{auth, AppState, ClientMeta, Principal, ServiceError};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "rsp_session";
@@ -85,7 +89,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
     }
 }
 
-/// A JSON body; every rejection (syntax, wrong types, missing content type) is a 400.
+/// Request bodies the JSON routes accept (uploads have their own limit).
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON object body. A top-level array, scalar or `null` is refused (serde alone
+/// would read `["a","a"]` into a struct, field by position); so are syntax errors,
+/// wrong types and `null` for a required field, each a 400 naming the problem and
+/// the field. A body over [`JSON_BODY_LIMIT`] is a 413. Unknown fields are ignored,
+/// as the original's validator did (docs/architecture.md, "Choices").
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -96,13 +107,51 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError::bad_request(format!(
+        use axum::extract::rejection::JsonRejection;
+        match axum::Json::<Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(Object(v))) => Ok(ApiJson(v)),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError(ServiceError::PayloadTooLarge(format!(
+                    "Request body too large: the limit is {} MiB",
+                    JSON_BODY_LIMIT / (1024 * 1024)
+                ))))
+            }
+            // axum's data-error text is "Failed to deserialize …: <field>: <problem>";
+            // the field and problem are what the client needs.
+            Err(JsonRejection::JsonDataError(e)) => {
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                    .unwrap_or(&text);
+                Err(ApiError::bad_request(format!(
+                    "Invalid request body: {detail}"
+                )))
+            }
+            Err(r) => Err(ApiError::bad_request(format!(
                 "Invalid request body: {}",
-                rejection.body_text()
+                r.body_text()
             ))),
         }
+    }
+}
+
+/// Deserializes `T` only from a JSON object (`deserialize_map`), so a sequence or a
+/// scalar at the top level is "invalid type: …, expected a JSON object".
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(PhantomData)).map(Object)
     }
 }
 

@@ -20,9 +20,6 @@ use axum::Router;
 use crate::service::AppState;
 use error::ApiError;
 
-/// Ordinary JSON bodies are small; uploads get their own limit.
-const JSON_BODY_LIMIT: usize = 1024 * 1024;
-
 /// The control plane's whole router.
 pub fn router(state: AppState) -> Router {
     // Multipart framing adds a little to the file itself.
@@ -62,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(extract::JSON_BODY_LIMIT));
     Router::new()
         .nest("/api", api)
         // `nest` does not cover `/api/` itself; it is still an API path (JSON 404).

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::validate::{self, Problems};
+use super::validate::{self, schema, Problems};
 use super::{blocking, with_store, AppState, ClientMeta, Principal, ServiceError, ServiceResult};
 use crate::model::{App, AppSettings, AuditEntry, CodeSource, EnvVar, UploadRecord};
 use crate::spawner::{AppRuntime, AppSpec, AppStatus, LogSource, LogStream};
@@ -12,67 +12,94 @@ use crate::upload::{self, UploadError};
 
 pub const DEFAULT_ENTRY_SCRIPT: &str = "run_rserve.R";
 
+/// A new app. Unknown fields are ignored; `null` for an optional field means absent.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAppInput {
+    #[schema(schema_with = schema::name)]
     pub name: String,
+    #[schema(schema_with = schema::slug)]
     pub slug: String,
+    /// Default `latest`.
     #[serde(default)]
+    #[schema(schema_with = schema::r_version)]
     pub r_version: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::packages)]
     pub packages: Option<Vec<String>>,
+    /// Default `{"type":"upload"}`.
     #[serde(default)]
     pub code_source: Option<CodeSource>,
+    /// Default `run_rserve.R`.
     #[serde(default)]
+    #[schema(schema_with = schema::entry_script)]
     pub entry_script: Option<String>,
-    #[serde(default)]
+    /// Default 1.
+    #[serde(default, deserialize_with = "validate::int::optional")]
+    #[schema(schema_with = schema::replicas_or_null)]
     pub replicas: Option<i64>,
-    /// Memory limit per replica in MiB (default 512).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
+    #[schema(schema_with = schema::memory_mb)]
     pub memory_mb: Option<i64>,
-    /// CPU limit per replica in cores (default 1).
     #[serde(default)]
+    #[schema(schema_with = schema::cpus)]
     pub cpus: Option<f64>,
     #[serde(default)]
+    #[schema(schema_with = schema::new_env)]
     pub env: Option<Vec<EnvInput>>,
 }
 
 /// An environment variable as sent by a client. On update, a secret variable sent
 /// without `value` keeps its stored value (clients never see it to send it back).
+///
+/// Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct EnvInput {
+    #[schema(schema_with = schema::env_key)]
     pub key: String,
     #[serde(default)]
+    #[schema(schema_with = schema::env_value)]
     pub value: Option<String>,
     #[serde(default)]
     pub secret: bool,
 }
 
-/// Any subset of the create fields except `slug`, which never changes.
+/// Any subset of the create fields except `slug`, which never changes. Unknown fields
+/// are ignored; `null` for a field means absent (unchanged).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateAppInput {
     #[serde(default)]
+    #[schema(schema_with = schema::name_or_null)]
     pub name: Option<String>,
-    /// Present only to be refused with a clear message.
+    /// Present only to be refused with a clear message: sent at all (even `null`) is
+    /// a 400.
+    #[serde(default, deserialize_with = "validate::present")]
+    #[schema(schema_with = schema::absent)]
+    pub slug: bool,
     #[serde(default)]
-    pub slug: Option<String>,
-    #[serde(default)]
+    #[schema(schema_with = schema::r_version)]
     pub r_version: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::packages)]
     pub packages: Option<Vec<String>>,
     #[serde(default)]
     pub code_source: Option<CodeSource>,
     #[serde(default)]
+    #[schema(schema_with = schema::entry_script)]
     pub entry_script: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
+    #[schema(schema_with = schema::replicas_or_null)]
     pub replicas: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::int::optional")]
+    #[schema(schema_with = schema::memory_mb)]
     pub memory_mb: Option<i64>,
     #[serde(default)]
+    #[schema(schema_with = schema::cpus)]
     pub cpus: Option<f64>,
-    /// Replaces the whole list.
+    /// Replaces the whole list. At most 100 variables with distinct keys.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub env: Option<Vec<EnvInput>>,
 }
 
@@ -265,7 +292,7 @@ pub async fn update(
     meta: &ClientMeta,
 ) -> ServiceResult<App> {
     let mut p = Problems::default();
-    if input.slug.is_some() {
+    if input.slug {
         p.push("slug cannot be changed; create a new app instead".into());
     }
     if let Some(v) = &input.name {
@@ -449,8 +476,11 @@ pub async fn lifecycle(
     })
 }
 
+/// Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ScaleInput {
+    #[serde(deserialize_with = "validate::int::required")]
+    #[schema(schema_with = schema::replicas)]
     pub replicas: i64,
 }
 

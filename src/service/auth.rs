@@ -8,22 +8,28 @@ use time::{Duration as TimeDuration, OffsetDateTime};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::validate::{self, Problems};
+use super::validate::{self, schema, Problems};
 use super::{blocking, with_store, AppState, ClientMeta, Principal, ServiceError, ServiceResult};
 use crate::auth::{password, secrets};
 use crate::model::{ApiToken, AuditEntry, Session, User};
 use crate::store::Store;
 
+/// Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct LoginInput {
+    #[schema(schema_with = schema::login_name)]
     pub username: String,
+    #[schema(schema_with = schema::any_password)]
     pub password: String,
 }
 
+/// Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePasswordInput {
+    #[schema(schema_with = schema::any_password)]
     pub current_password: String,
+    #[schema(schema_with = schema::password)]
     pub new_password: String,
     /// Also revoke (delete) all the caller's API tokens, including the one making
     /// this request. Default `false`: tokens keep working. The caller's other
@@ -32,11 +38,15 @@ pub struct ChangePasswordInput {
     pub revoke_tokens: bool,
 }
 
+/// Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTokenInput {
+    #[schema(schema_with = schema::name)]
     pub name: String,
-    #[serde(default)]
+    /// Default: the token never expires.
+    #[serde(default, deserialize_with = "validate::int::optional")]
+    #[schema(schema_with = schema::token_days)]
     pub expires_in_days: Option<i64>,
 }
 
@@ -53,12 +63,19 @@ pub async fn login(
     meta: &ClientMeta,
 ) -> ServiceResult<(User, Session)> {
     let mut p = Problems::default();
-    p.check((1..=128).contains(&input.username.chars().count()), || {
-        "username must be 1 to 128 characters".into()
-    });
-    p.check((1..=256).contains(&input.password.chars().count()), || {
-        "password must be 1 to 256 characters".into()
-    });
+    p.check(
+        (1..=validate::NAME_MAX).contains(&input.username.chars().count()),
+        || format!("username must be 1 to {} characters", validate::NAME_MAX),
+    );
+    p.check(
+        (1..=validate::PASSWORD_MAX).contains(&input.password.chars().count()),
+        || {
+            format!(
+                "password must be 1 to {} characters",
+                validate::PASSWORD_MAX
+            )
+        },
+    );
     p.finish()?;
 
     let key = meta.ip.clone().unwrap_or_else(|| "unknown".into());
@@ -203,8 +220,13 @@ pub async fn change_password(
 ) -> ServiceResult<()> {
     let mut p = Problems::default();
     p.check(
-        (1..=256).contains(&input.current_password.chars().count()),
-        || "currentPassword must be 1 to 256 characters".into(),
+        (1..=validate::PASSWORD_MAX).contains(&input.current_password.chars().count()),
+        || {
+            format!(
+                "currentPassword must be 1 to {} characters",
+                validate::PASSWORD_MAX
+            )
+        },
     );
     validate::password(&mut p, "newPassword", &input.new_password);
     p.finish()?;
@@ -263,8 +285,9 @@ pub async fn create_token(
     let mut p = Problems::default();
     validate::name(&mut p, "name", &input.name);
     if let Some(days) = input.expires_in_days {
-        p.check((1..=365).contains(&days), || {
-            "expiresInDays must be from 1 to 365".into()
+        let (min, max) = validate::TOKEN_DAYS;
+        p.check((min..=max).contains(&days), || {
+            format!("expiresInDays must be from {min} to {max}")
         });
     }
     p.finish()?;

@@ -4,33 +4,42 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::validate::{self, Problems};
+use super::validate::{self, schema, Problems};
 use super::{blocking, with_store, AppState, ClientMeta, Principal, ServiceError, ServiceResult};
 use crate::auth::password;
 use crate::model::{AuditEntry, Role, User};
 
+/// A new user. Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserInput {
+    #[schema(schema_with = schema::username)]
     pub username: String,
+    #[schema(schema_with = schema::password)]
     pub password: String,
+    /// Empty or `null`: no address.
     #[serde(default)]
+    #[schema(schema_with = schema::email)]
     pub email: Option<String>,
+    /// Default `user`.
     #[serde(default)]
     pub role: Option<Role>,
 }
 
 /// Any subset of the fields; `password` resets the password, ends all the user's
-/// sessions and revokes (deletes) all their API tokens.
+/// sessions and revokes (deletes) all their API tokens. Unknown fields are ignored;
+/// `null` for a field means absent (unchanged).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateUserInput {
     #[serde(default)]
     pub role: Option<Role>,
     /// An empty string clears the address.
     #[serde(default)]
+    #[schema(schema_with = schema::email)]
     pub email: Option<String>,
     /// A new password: all the user's sessions end and all their API tokens are
     /// revoked, in the same change.
     #[serde(default)]
+    #[schema(schema_with = schema::password_or_null)]
     pub password: Option<String>,
 }
 
