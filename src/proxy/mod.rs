@@ -9,6 +9,7 @@
 //! atomics: no locks, no store.
 
 mod app_http;
+pub mod app_path;
 pub mod balance;
 pub mod counters;
 pub mod engine;
