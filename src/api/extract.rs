@@ -10,8 +10,10 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::service::{auth, AppState, ClientMeta, Principal};
 
-/// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "rsp_session";
+use crate::auth::cookie::session_cookie_name;
+/// Name of the session cookie over plain HTTP (over TLS: `__Host-rsp_session`, see
+/// [`crate::auth::cookie`]).
+pub use crate::auth::cookie::SESSION_COOKIE;
 
 /// The authenticated caller (session cookie or bearer token); 401 otherwise.
 pub struct Auth(pub Principal);
@@ -29,7 +31,7 @@ impl FromRequestParts<AppState> for Auth {
                 None => Err(ApiError::unauthenticated()),
             };
         }
-        if let Some(id) = cookie(&parts.headers, SESSION_COOKIE) {
+        if let Some((_, id)) = session_cookie(&parts.headers, forwarded_tls(&parts.headers)) {
             if let Some(p) = auth::session_principal(state, id).await? {
                 return Ok(Auth(p));
             }
@@ -42,6 +44,23 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Our session cookie as sent: (name, value). Both names are read; the one for this
+/// scheme first (`__Host-rsp_session` over TLS), then the other (a session begun before
+/// TLS was turned on, or the reverse).
+pub fn session_cookie(headers: &HeaderMap, tls: bool) -> Option<(&'static str, &str)> {
+    [session_cookie_name(tls), session_cookie_name(!tls)]
+        .into_iter()
+        .find_map(|name| cookie(headers, name).map(|v| (name, v)))
+}
+
+/// The request came over TLS (`X-Forwarded-Proto`, set by our proxy; see [`Meta`]).
+fn forwarded_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 /// The value of cookie `name`, if sent.
@@ -72,10 +91,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
             .and_then(|v| v.split(',').next())
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty());
-        let tls = h
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        let tls = forwarded_tls(h);
         Ok(Meta(ClientMeta { ip, tls, now: None }))
     }
 }

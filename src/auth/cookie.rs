@@ -55,7 +55,13 @@ mod tests {
         ] {
             assert!(is_session_cookie_name(ours.as_bytes()), "{ours}");
         }
-        for theirs in ["session", "rsp_session2", "x__Host-rsp_session", "__Host-", ""] {
+        for theirs in [
+            "session",
+            "rsp_session2",
+            "x__Host-rsp_session",
+            "__Host-",
+            "",
+        ] {
             assert!(!is_session_cookie_name(theirs.as_bytes()), "{theirs}");
         }
     }

@@ -85,17 +85,19 @@ pub fn normalize(target: &str) -> Cow<'_, str> {
 /// Could `normalize` change this path? (a `.` segment, or an encoded dot)
 fn needs_work(path: &str) -> bool {
     let b = path.as_bytes();
-    b.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
-        || path
-            .split('/')
-            .any(|s| s == "." || s == "..")
+    b.windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
+        || path.split('/').any(|s| s == "." || s == "..")
 }
 
 /// `%2E`/`%2e` → `.` (an unreserved character: the same URI either way, RFC 3986
 /// §6.2.2.2); nothing else is decoded.
 fn decode_dots(path: &str) -> Cow<'_, str> {
     let b = path.as_bytes();
-    if !b.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e') {
+    if !b
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
+    {
         return Cow::Borrowed(path);
     }
     let mut out = String::with_capacity(path.len());
