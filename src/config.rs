@@ -112,6 +112,12 @@ pub struct Config {
     pub acme_ca_file: Option<PathBuf>,
     /// `Strict-Transport-Security: max-age=…` on HTTPS responses; 0 = no header.
     pub hsts_max_age_secs: u64,
+    /// When set, the admin plane (`/api`, the UI, `/metrics`) answers only on this
+    /// host name and apps only on other names (lower case, no port).
+    pub admin_host: Option<String>,
+    /// App responses get `Content-Security-Policy: sandbox …` (scripts run in an opaque
+    /// origin, so an app page cannot act as the admin on the shared origin).
+    pub app_csp_sandbox: bool,
 }
 
 impl Default for Config {
@@ -141,6 +147,8 @@ impl Default for Config {
             acme_directory: LETS_ENCRYPT_PRODUCTION.to_string(),
             acme_ca_file: None,
             hsts_max_age_secs: 0,
+            admin_host: None,
+            app_csp_sandbox: true,
         }
     }
 }
@@ -172,6 +180,8 @@ pub const KEYS: &[&str] = &[
     "acme_directory",
     "acme_ca_file",
     "hsts_max_age_secs",
+    "admin_host",
+    "app_csp_sandbox",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -417,6 +427,8 @@ impl Config {
                 // Two years is what the HSTS preload list asks for; more is a typo.
                 self.hsts_max_age_secs = parse_range(key, value, 0, 2 * 365 * 24 * 3600)?
             }
+            "admin_host" => self.admin_host = parse_admin_host(value).map_err(err)?,
+            "app_csp_sandbox" => self.app_csp_sandbox = parse_bool(value).map_err(err)?,
             _ => return Err(err("unknown key".into())),
         }
         Ok(())
@@ -491,6 +503,8 @@ impl Config {
                     .map(|p| quote(&p.to_string_lossy()))
             }
             "hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
+            "admin_host" => return self.admin_host.as_ref().map(|h| quote(h)),
+            "app_csp_sandbox" => self.app_csp_sandbox.to_string(),
             _ => return None,
         })
     }
@@ -536,6 +550,40 @@ fn parse_static_routes(value: &str) -> Result<Vec<(String, SocketAddr)>, String>
         out.push((slug.to_string(), addr));
     }
     Ok(out)
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
+}
+
+/// A host name (or IP literal) without scheme, port or path; empty unsets it.
+fn parse_admin_host(value: &str) -> Result<Option<String>, String> {
+    let v = value.trim().trim_end_matches('.').to_ascii_lowercase();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let ipv6 = v.starts_with('[')
+        && v.ends_with(']')
+        && v[1..v.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+    let name = v.len() <= 253
+        && v.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ipv6 || name {
+        Ok(Some(v))
+    } else {
+        Err(format!(
+            "{value:?} is not a host name: give the name alone, like \"admin.example.org\" (no scheme, port or path)"
+        ))
+    }
 }
 
 /// An empty value unsets an optional path (so an env var can clear a file's setting).
@@ -896,5 +944,58 @@ mod tests {
         std::fs::write(&file, "acme_domains = [1]\n").unwrap();
         let e = Config::load(Some(&file), env(&[]), &vec![]).unwrap_err();
         assert_eq!(e.key, "acme_domains");
+    }
+
+    #[test]
+    fn admin_host_and_csp_switch() {
+        let cfg = Config::default();
+        assert_eq!(cfg.admin_host, None);
+        assert!(cfg.app_csp_sandbox);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "admin_host = \"Admin.Example.org.\"\napp_csp_sandbox = false\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.admin_host.as_deref(), Some("admin.example.org"));
+        assert!(!cfg.app_csp_sandbox);
+        let text = cfg.render_redacted();
+        assert!(
+            text.contains("admin_host = \"admin.example.org\""),
+            "{text}"
+        );
+        assert!(text.contains("app_csp_sandbox = false"), "{text}");
+
+        let cfg = Config::load(
+            None,
+            env(&[("RSP_ADMIN_HOST", "[::1]"), ("RSP_APP_CSP_SANDBOX", "1")]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.admin_host.as_deref(), Some("[::1]"));
+        assert!(cfg.app_csp_sandbox);
+
+        let bad = |key: &str, value: &str| {
+            let mut cfg = Config::default();
+            let e = cfg.set(key, value).unwrap_err();
+            assert_eq!(e.key, key);
+            e.reason
+        };
+        for v in [
+            "admin.example.org:8443",
+            "https://admin.example.org",
+            "a/b",
+            "a b",
+            "*.x",
+        ] {
+            assert!(bad("admin_host", v).contains("not a host name"), "{v}");
+        }
+        assert!(bad("app_csp_sandbox", "maybe").contains("not true or false"));
+        let mut cfg = Config::default();
+        cfg.set("admin_host", "x.org").unwrap();
+        cfg.set("admin_host", "").unwrap();
+        assert_eq!(cfg.admin_host, None, "an empty value unsets it");
     }
 }

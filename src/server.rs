@@ -120,7 +120,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 
     let limits = limits(&config);
     let mut front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
-        .map_err(|e| ServeError::Proxy(e.to_string()))?;
+        .map_err(|e| ServeError::Proxy(e.to_string()))?
+        .with_isolation(isolation(&config));
     let mut tls_listener = None;
     if let Some(tls) = tls {
         front = front.with_https(crate::proxy::https::HttpsPolicy::new(
@@ -197,6 +198,14 @@ pub fn limits(config: &Config) -> Limits {
         max_websockets_per_app: config.app_max_websockets,
         idle_timeout: config.app_idle_timeout,
         max_body_bytes: config.app_max_body_bytes,
+    }
+}
+
+/// The front door's isolation settings from the config.
+pub fn isolation(config: &Config) -> crate::proxy::isolation::Isolation {
+    crate::proxy::isolation::Isolation {
+        admin_host: config.admin_host.clone(),
+        csp_sandbox: config.app_csp_sandbox,
     }
 }
 

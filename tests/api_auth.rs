@@ -36,7 +36,8 @@ fn ts(v: &Value) -> OffsetDateTime {
         .unwrap_or_else(|e| panic!("{v} is not RFC 3339: {e}"))
 }
 
-/// The attributes of the `rsp_session` Set-Cookie header, e.g. `HttpOnly`, `Path=/`.
+/// The attributes of the session Set-Cookie header, e.g. `HttpOnly`, `Path=/`
+/// (`rsp_session`, or `__Host-rsp_session` over TLS).
 fn cookie_attributes(r: &Reply) -> Vec<String> {
     let all: Vec<&str> = r
         .headers
@@ -46,7 +47,18 @@ fn cookie_attributes(r: &Reply) -> Vec<String> {
         .collect();
     assert_eq!(all.len(), 1, "one Set-Cookie expected: {all:?}");
     let mut parts = all[0].split(';').map(|p| p.trim().to_string());
-    assert!(parts.next().unwrap().starts_with("rsp_session="));
+    let pair = parts.next().unwrap();
+    let tls = r
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.to_str().unwrap().contains("; Secure"));
+    let name = if tls {
+        "__Host-rsp_session="
+    } else {
+        "rsp_session="
+    };
+    assert!(pair.starts_with(name), "{pair} should start with {name}");
     parts.collect()
 }
 
@@ -139,6 +151,10 @@ async fn login_over_tls_sets_a_secure_cookie() {
     for a in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(attrs.iter().any(|x| x == a), "{a} missing from {attrs:?}");
     }
+    // `__Host-` forbids Domain.
+    assert!(!attrs
+        .iter()
+        .any(|x| x.to_ascii_lowercase().starts_with("domain")));
 }
 
 #[tokio::test]

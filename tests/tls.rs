@@ -404,8 +404,43 @@ fn login_over_tls_sets_a_secure_cookie_and_hsts() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.starts_with("rsp_session="), "{cookie}");
+    // Over TLS the `__Host-` name: Secure, Path=/, no Domain (what the prefix needs).
+    assert!(cookie.starts_with("__Host-rsp_session="), "{cookie}");
     assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("; Path=/"), "{cookie}");
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+    let session = cookie
+        .strip_prefix("__Host-rsp_session=")
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+
+    // That cookie authenticates; so does the plain name (read as a fallback), and
+    // logout clears the name of the scheme and the other one the request carried.
+    let me = c
+        .get(format!("https://app.example:{https}/api/auth/me"))
+        .header("cookie", format!("__Host-rsp_session={session}"))
+        .send()
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let r = c
+        .post(format!("https://app.example:{https}/api/auth/logout"))
+        .header("cookie", format!("rsp_session={session}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cleared: Vec<_> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cleared.len(), 2, "{cleared:?}");
+    assert!(
+        cleared[0].starts_with("__Host-rsp_session=;") && cleared[0].contains("Max-Age=0"),
+        "{cleared:?}"
+    );
+    assert!(cleared[1].starts_with("rsp_session=;"), "{cleared:?}");
     assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
 
     // Local answers (unknown app) carry HSTS too.

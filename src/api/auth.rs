@@ -1,21 +1,33 @@
 //! `/api/auth/*`: login, logout, me, password, tokens.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::csrf::SameOrigin;
 use super::dto::{OkDto, TokenDto, TokenEnvelope, TokensEnvelope, UserDto, UserEnvelope, OK};
 use super::error::ApiResult;
-use super::extract::{ApiJson, Auth, IdPath, Meta, SESSION_COOKIE};
+use super::extract::{cookie, ApiJson, Auth, IdPath, Meta};
+use crate::auth::cookie::session_cookie_name;
 use crate::service::auth::{ChangePasswordInput, CreateTokenInput, LoginInput};
 use crate::service::{auth, AppState};
 
-fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> Option<HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
+/// The session cookie for a request over TLS (`__Host-rsp_session`: Secure, Path=/, no
+/// Domain, as that prefix requires) or plain HTTP (`rsp_session`).
+fn session_cookie(value: &str, max_age_secs: u64, tls: bool) -> Option<HeaderValue> {
+    set_cookie(session_cookie_name(tls), value, max_age_secs, tls)
+}
+
+fn set_cookie(name: &str, value: &str, max_age_secs: u64, tls: bool) -> Option<HeaderValue> {
+    // A `__Host-` cookie is only accepted (and so only cleared) with `Secure`.
+    let secure = if tls || name.starts_with("__Host-") {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}{secure}"
+        "{name}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}{secure}"
     ))
     .ok()
 }
@@ -46,18 +58,26 @@ pub async fn login(
     Ok(resp)
 }
 
-/// End the current session (server side) and clear the cookie.
+/// End the current session (server side) and clear the cookie (the one this scheme
+/// uses, and the other name too if the request carried it).
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses((status = 200, body = OkDto), (status = 401, body = super::dto::ErrorDto)))]
 pub async fn logout(
     State(state): State<AppState>,
     Auth(who): Auth,
     Meta(meta): Meta,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     auth::logout(&state, &who, &meta).await?;
     let mut resp = Json(OK).into_response();
     if let Some(c) = session_cookie("", 0, meta.tls) {
-        resp.headers_mut().insert(header::SET_COOKIE, c);
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    let other = session_cookie_name(!meta.tls);
+    if cookie(&headers, other).is_some() {
+        if let Some(c) = set_cookie(other, "", 0, meta.tls) {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
     }
     Ok(resp)
 }

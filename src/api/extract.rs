@@ -15,8 +15,10 @@ use super::csrf;
 use super::error::ApiError;
 use crate::service::{auth, AppState, ClientMeta, Principal, ServiceError};
 
-/// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "rsp_session";
+use crate::auth::cookie::session_cookie_name;
+/// Name of the session cookie over plain HTTP (over TLS: `__Host-rsp_session`, see
+/// [`crate::auth::cookie`]).
+pub use crate::auth::cookie::SESSION_COOKIE;
 
 /// The authenticated caller (session cookie or bearer token); 401 otherwise. With the
 /// cookie, a state-changing request must also pass the CSRF check (`csrf::check`, 403).
@@ -35,7 +37,7 @@ impl FromRequestParts<AppState> for Auth {
                 None => Err(ApiError::unauthenticated()),
             };
         }
-        if let Some(id) = cookie(&parts.headers, SESSION_COOKIE) {
+        if let Some((_, id)) = session_cookie(&parts.headers, forwarded_tls(&parts.headers)) {
             if let Some(p) = auth::session_principal(state, id).await? {
                 // A browser sends the cookie on its own, also for a forged request:
                 // refuse cross-origin changes before any handler runs.
@@ -51,6 +53,23 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Our session cookie as sent: (name, value). Both names are read; the one for this
+/// scheme first (`__Host-rsp_session` over TLS), then the other (a session begun before
+/// TLS was turned on, or the reverse).
+pub fn session_cookie(headers: &HeaderMap, tls: bool) -> Option<(&'static str, &str)> {
+    [session_cookie_name(tls), session_cookie_name(!tls)]
+        .into_iter()
+        .find_map(|name| cookie(headers, name).map(|v| (name, v)))
+}
+
+/// The request came over TLS (`X-Forwarded-Proto`, set by our proxy; see [`Meta`]).
+fn forwarded_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 /// The value of cookie `name`, if sent.
@@ -81,10 +100,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
             .and_then(|v| v.split(',').next())
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty());
-        let tls = h
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        let tls = forwarded_tls(h);
         Ok(Meta(ClientMeta { ip, tls, now: None }))
     }
 }

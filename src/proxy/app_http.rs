@@ -1,14 +1,17 @@
 //! Plain HTTP to apps, through pingora: the `FrontDoor` hooks' app-specific parts.
 //! (WebSocket upgrades to apps never get here: [`super::tunnel`] handles them.)
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
 
 use super::balance::{self, ActiveGuard};
+use super::isolation::{app_cookie, is_our_authorization, is_our_set_cookie};
 use super::limits::CONNECT_TIMEOUT;
-use super::{http1, respond, Ctx, FrontDoor};
+use super::{respond, Ctx, FrontDoor};
 
 /// An app request passed routing: refuse a declared body over the limit now, before
 /// any replica is bothered. Returns whether the request has been answered.
@@ -81,24 +84,21 @@ pub(super) fn app_connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error>
     e
 }
 
-/// Path without the slug; hop-by-hop headers named in `Connection` dropped; no
+/// Path normalised and without the slug (`Ctx::forward`, made by `request_filter`);
+/// our credentials removed; hop-by-hop headers named in `Connection` dropped; no
 /// upgrade (an upgrade that reaches pingora is served as plain HTTP, never tunnelled).
-pub(super) fn app_upstream_request(
-    session: &Session,
-    upstream: &mut RequestHeader,
-    ctx: &Ctx,
-) -> Result<()> {
-    let slug = ctx.app.as_ref().map_or("", |a| a.slug.as_str());
-    let original = session
-        .req_header()
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
-    let stripped = http1::strip_slug(original, slug);
-    let uri = stripped
+pub(super) fn app_upstream_request(upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    let Some(forward) = ctx.forward.as_deref() else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "no forwarded path in context",
+        ));
+    };
+    let uri = forward
         .parse::<http::Uri>()
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
     upstream.set_uri(uri);
+    strip_credentials(upstream)?;
     for token in connection_tokens(&upstream.headers) {
         if !PROTECTED.contains(&token.as_str()) {
             upstream.remove_header(&token);
@@ -106,6 +106,62 @@ pub(super) fn app_upstream_request(
     }
     upstream.remove_header("upgrade");
     upstream.remove_header("connection");
+    Ok(())
+}
+
+/// Our session cookie out of `Cookie` (the app's own cookies stay), our bearer tokens
+/// out of `Authorization` (see `isolation.rs`). Headers are rebuilt only when they
+/// carried something of ours.
+fn strip_credentials(upstream: &mut RequestHeader) -> Result<()> {
+    let cookies = &upstream.headers.get_all(http::header::COOKIE);
+    if cookies
+        .iter()
+        .any(|v| matches!(app_cookie(v.as_bytes()), None | Some(Cow::Owned(_))))
+    {
+        let kept: Vec<Vec<u8>> = cookies
+            .iter()
+            .filter_map(|v| app_cookie(v.as_bytes()).map(Cow::into_owned))
+            .collect();
+        upstream.remove_header(&http::header::COOKIE);
+        for v in kept {
+            upstream.append_header(http::header::COOKIE, v.as_slice())?;
+        }
+    }
+    let auth = &upstream.headers.get_all(http::header::AUTHORIZATION);
+    if auth.iter().any(|v| is_our_authorization(v.as_bytes())) {
+        let kept: Vec<http::HeaderValue> = auth
+            .iter()
+            .filter(|v| !is_our_authorization(v.as_bytes()))
+            .cloned()
+            .collect();
+        upstream.remove_header(&http::header::AUTHORIZATION);
+        for v in kept {
+            upstream.append_header(http::header::AUTHORIZATION, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// An app's response: no `Set-Cookie` for our session cookie, the sandbox CSP added
+/// (config `app_csp_sandbox`), hop-by-hop headers dropped.
+pub(super) fn app_response(front: &FrontDoor, resp: &mut ResponseHeader) -> Result<()> {
+    strip_response_hop_by_hop(resp);
+    let set = &resp.headers.get_all(http::header::SET_COOKIE);
+    if set.iter().any(|v| is_our_set_cookie(v.as_bytes())) {
+        let kept: Vec<http::HeaderValue> = set
+            .iter()
+            .filter(|v| !is_our_set_cookie(v.as_bytes()))
+            .cloned()
+            .collect();
+        resp.remove_header(&http::header::SET_COOKIE);
+        for v in kept {
+            resp.append_header(http::header::SET_COOKIE, v)?;
+        }
+    }
+    if let Some(csp) = front.isolation.csp() {
+        // Next to the app's own policy, never instead of it: both are enforced.
+        resp.append_header(http::header::CONTENT_SECURITY_POLICY, csp)?;
+    }
     Ok(())
 }
 
@@ -124,7 +180,7 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
 }
 
 /// Response headers about the replica's connection, not the response.
-pub(super) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     for token in connection_tokens(&resp.headers) {
         if !PROTECTED.contains(&token.as_str()) {
             resp.remove_header(&token);

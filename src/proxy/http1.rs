@@ -67,7 +67,7 @@ where
 pub async fn read_request_head<S>(
     s: &mut S,
     buf: &mut BytesMut,
-    classify: fn(&httparse::Request<'_, '_>) -> bool,
+    classify: impl Fn(&httparse::Request<'_, '_>) -> bool,
 ) -> io::Result<(HeadRead, bool)>
 where
     S: AsyncRead + Unpin + ?Sized,
@@ -157,20 +157,6 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
             .any(|t| name.eq_ignore_ascii_case(t))
 }
 
-/// `/<slug>…` as the app sees it: the slug prefix removed, always starting with `/`
-/// (`/s` → `/`, `/s/` → `/`, `/s/a?b` → `/a?b`, `/s?x` → `/?x`).
-pub fn strip_slug(path_and_query: &str, slug: &str) -> String {
-    let rest = path_and_query
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(slug))
-        .unwrap_or(path_and_query);
-    if rest.starts_with('/') {
-        rest.to_string()
-    } else {
-        format!("/{rest}")
-    }
-}
-
 /// A complete small answer with `Connection: close` and `extra` headers.
 pub fn answer_with(
     status: u16,
@@ -211,15 +197,6 @@ pub fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slug_prefix_is_stripped() {
-        assert_eq!(strip_slug("/s", "s"), "/");
-        assert_eq!(strip_slug("/s/", "s"), "/");
-        assert_eq!(strip_slug("/s/a/b?c=d", "s"), "/a/b?c=d");
-        assert_eq!(strip_slug("/s?x=1", "s"), "/?x=1");
-        assert_eq!(strip_slug("/s//x", "s"), "//x");
-    }
 
     #[test]
     fn tokens_and_hop_by_hop() {

@@ -9,11 +9,13 @@
 //! atomics: no locks, no store.
 
 mod app_http;
+pub mod app_path;
 pub mod balance;
 pub mod counters;
 pub mod engine;
 mod http1;
 pub mod https;
+pub mod isolation;
 pub mod limits;
 mod prefixed;
 pub mod relay;
@@ -21,6 +23,7 @@ pub mod request_id;
 pub mod routes;
 pub mod tunnel;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,10 +39,11 @@ use pingora::services::listening::Service;
 
 use crate::paths;
 use app_http::{
-    app_body_in, app_connect_failed, app_fail_to_proxy, app_peer, app_request_filter,
-    app_upstream_request, default_fail_to_proxy, strip_response_hop_by_hop,
+    app_body_in, app_connect_failed, app_fail_to_proxy, app_peer, app_request_filter, app_response,
+    app_upstream_request, default_fail_to_proxy,
 };
 use balance::ActiveGuard;
+use isolation::Isolation;
 use limits::Limits;
 use routes::{AppRoute, Lookup, Routes};
 use tunnel::DataPlane;
@@ -61,6 +65,8 @@ pub struct FrontDoor {
     /// Set when TLS is on: challenges, redirect to HTTPS, HSTS (shared with the
     /// tunnel, which answers WebSocket upgrades to apps before `FrontDoor` sees them).
     https: Option<Arc<https::HttpsPolicy>>,
+    /// `admin_host` and the apps' sandbox CSP (shared with the tunnel).
+    isolation: Arc<Isolation>,
 }
 
 impl FrontDoor {
@@ -71,7 +77,14 @@ impl FrontDoor {
             routes,
             limits,
             https: None,
+            isolation: Arc::new(Isolation::default()),
         })
+    }
+
+    /// Set `admin_host` and the apps' sandbox CSP (default: no admin host, CSP on).
+    pub fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Arc::new(isolation);
+        self
     }
 
     /// Turn on the TLS behaviour (see `https.rs`).
@@ -90,8 +103,9 @@ pub fn service(
     limits: Limits,
 ) -> std::io::Result<Service<DataPlane>> {
     let https = front.https.clone();
+    let isolation = front.isolation.clone();
     let http = pingora::proxy::http_proxy(conf, front);
-    let plane = DataPlane::new(http, routes, limits, https, conf.threads)?;
+    let plane = DataPlane::new(http, routes, limits, https, isolation, conf.threads)?;
     Ok(Service::new("rserve-proxy front door".to_string(), plane))
 }
 
@@ -128,6 +142,10 @@ pub struct Ctx {
     pub tls: bool,
     /// `Strict-Transport-Security` for this response, if any.
     pub hsts: Option<http::HeaderValue>,
+    /// The path and query sent upstream when not the client's: for an app, normalised
+    /// and without the slug; for the control plane, normalised (only when that changed
+    /// it). See `app_path.rs`.
+    pub forward: Option<String>,
 }
 
 fn client_ip(session: &Session) -> Option<String> {
@@ -135,6 +153,15 @@ fn client_ip(session: &Session) -> Option<String> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip().to_string())
+}
+
+/// The host a request is for: the absolute URI's, else the `Host` header.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri.host().or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
 }
 
 fn wants_html(req: &RequestHeader) -> bool {
@@ -235,6 +262,7 @@ impl ProxyHttp for FrontDoor {
             body_bytes: 0,
             tls: false,
             hsts: None,
+            forward: None,
         }
     }
 
@@ -246,20 +274,50 @@ impl ProxyHttp for FrontDoor {
                 .and_then(|v| v.to_str().ok()),
         );
         ctx.tls = https::is_tls(session);
+        let req = session.req_header();
+        let hosts = req.headers.get_all(http::header::HOST).iter().count();
+        if !isolation::host_header_ok(req.version == http::Version::HTTP_11, hosts) {
+            let message = "An HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2)";
+            respond(session, ctx, 400, message).await?;
+            return Ok(true);
+        }
         if let Some(policy) = &self.https {
             ctx.hsts = policy.hsts(ctx.tls);
             if policy.intercept(session, ctx.tls, &ctx.request_id).await? {
                 return Ok(true);
             }
         }
+        // Route on the normalised path (`/app/../api` is a request for `/api`).
         let req = session.req_header();
-        let segment = paths::first_segment(req.uri.path());
-        if paths::is_admin_segment(segment) {
+        let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let normalized = app_path::normalize(raw);
+        let segment = paths::first_segment(&normalized).to_string();
+        let admin = paths::is_admin_segment(&segment);
+        if !self
+            .isolation
+            .host_allows(request_host(req), admin, &normalized)
+        {
+            // As if unknown: the other plane is served under another name.
+            let message = format!("No app is served at /{segment}; check the address");
+            respond(session, ctx, 404, &message).await?;
+            return Ok(true);
+        }
+        if admin {
             ctx.target = Target::ControlPlane;
+            if let Cow::Owned(n) = normalized {
+                ctx.forward = Some(n);
+            }
             return Ok(false);
         }
         ctx.target = Target::Local;
-        let (status, message, retry_after) = match self.routes.load().lookup(segment) {
+        match app_path::forward(&normalized, &segment) {
+            Ok(f) => ctx.forward = Some(f),
+            Err(e) => {
+                respond(session, ctx, 400, &e.to_string()).await?;
+                return Ok(true);
+            }
+        }
+        let (status, message, retry_after) = match self.routes.load().lookup(&segment) {
             Lookup::Serve(app) => {
                 ctx.app = Some(app.clone());
                 ctx.target = Target::App;
@@ -355,7 +413,7 @@ impl ProxyHttp for FrontDoor {
     ) -> Result<()> {
         if let Some(app) = &ctx.app {
             app.counters.http_latency(ctx.started.elapsed());
-            strip_response_hop_by_hop(upstream_response);
+            app_response(self, upstream_response)?;
         }
         Ok(())
     }
@@ -369,8 +427,17 @@ impl ProxyHttp for FrontDoor {
         for h in HOP_BY_HOP {
             upstream.remove_header(*h);
         }
-        if ctx.target == Target::App {
-            app_upstream_request(session, upstream, ctx)?;
+        match ctx.target {
+            Target::App => app_upstream_request(upstream, ctx)?,
+            Target::ControlPlane => {
+                if let Some(target) = &ctx.forward {
+                    let uri = target.parse::<http::Uri>().map_err(|e| {
+                        Error::because(ErrorType::InvalidHTTPHeader, "normalised path", e)
+                    })?;
+                    upstream.set_uri(uri);
+                }
+            }
+            Target::Local => {}
         }
         // Overwrite, never append: the control plane trusts these because only we can
         // reach its socket.

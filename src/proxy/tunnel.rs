@@ -29,10 +29,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::app_path::{self, PathError};
 use super::balance::{self, ActiveGuard};
 use super::engine::{Engine, Job};
 use super::http1::{self, HeadRead};
 use super::https::HttpsPolicy;
+use super::isolation::{self, Isolation};
 use super::limits::{Limits, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, HEAD_TIMEOUT};
 use super::prefixed::Prefixed;
 use super::relay::{self, FrameTracker};
@@ -52,6 +54,8 @@ pub struct DataPlane {
     /// With TLS on: plain-HTTP upgrades are redirected, HTTPS answers carry HSTS —
     /// the same policy `FrontDoor` applies to everything else.
     https: Option<Arc<HttpsPolicy>>,
+    /// `admin_host`, the sandbox CSP — the same settings `FrontDoor` applies.
+    isolation: Arc<Isolation>,
 }
 
 impl DataPlane {
@@ -62,6 +66,7 @@ impl DataPlane {
         routes: Routes,
         limits: Limits,
         https: Option<Arc<HttpsPolicy>>,
+        isolation: Arc<Isolation>,
         threads: usize,
     ) -> std::io::Result<Self> {
         Ok(DataPlane {
@@ -70,6 +75,7 @@ impl DataPlane {
             routes,
             limits,
             https,
+            isolation,
         })
     }
 }
@@ -88,11 +94,12 @@ impl ServerApp for DataPlane {
         }
         let mut stream = stream;
         let mut settings: Option<HttpPersistentSettings> = None;
+        let classify = |req: &httparse::Request<'_, '_>| is_app_websocket(req, &self.isolation);
         loop {
             let mut buf = BytesMut::with_capacity(1024);
             let mut watch = shutdown.clone();
             let read = tokio::select! {
-                r = timeout(HEAD_TIMEOUT, http1::read_request_head(&mut stream, &mut buf, is_app_websocket)) => r,
+                r = timeout(HEAD_TIMEOUT, http1::read_request_head(&mut stream, &mut buf, classify)) => r,
                 _ = watch.wait_for(|stop| *stop) => return None,
             };
             match read {
@@ -130,20 +137,36 @@ impl ServerApp for DataPlane {
     }
 }
 
-/// An HTTP/1.1 `GET` with `Upgrade: websocket` whose first path segment is not an
-/// admin path. (Whether the slug exists is decided later, with the answer.)
-fn is_app_websocket(req: &httparse::Request<'_, '_>) -> bool {
+/// An HTTP/1.1 `GET` with `Upgrade: websocket` and one `Host`, whose first path
+/// segment, once normalised, is not an admin path, on a host that serves apps
+/// (`admin_host`). (Whether the slug exists is decided later, with the answer.)
+/// Everything else goes to `FrontDoor`, which answers a missing Host (400) and the
+/// wrong host (404) the same way for every request.
+fn is_app_websocket(req: &httparse::Request<'_, '_>, isolation: &Isolation) -> bool {
     let (Some("GET"), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return false;
     };
-    path.starts_with('/')
-        && !paths::is_admin_segment(paths::first_segment(path))
-        && http1::has_token(req.headers, "upgrade", "websocket")
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    if !path.starts_with('/') || !http1::has_token(req.headers, "upgrade", "websocket") {
+        return false;
+    }
+    let normalized = app_path::normalize(path);
+    let host = std::str::from_utf8(host.value).ok();
+    !paths::is_admin_segment(paths::first_segment(&normalized))
+        && isolation.host_allows(host, false, &normalized)
 }
 
 /// What the handshake learned from the client's head.
 struct Upgrade {
     slug: String,
+    /// The path cannot be sent to an app (400).
+    refused: Option<PathError>,
     path: String,
     /// Path and query as received (for redirects).
     target: String,
@@ -162,14 +185,20 @@ fn client_ip(stream: &Stream) -> Option<IpAddr> {
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip))
 }
 
-/// Parse the client's head and build the one to forward: path without the slug,
-/// hop-by-hop headers dropped, forwarding headers set (overwritten, never appended).
+/// Parse the client's head and build the one to forward: path normalised and without
+/// the slug, our credentials and hop-by-hop headers dropped, forwarding headers set
+/// (overwritten, never appended).
 fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
     let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(head).ok()?;
     let path = req.path?;
-    let slug = paths::first_segment(path).to_string();
+    let normalized = app_path::normalize(path);
+    let slug = paths::first_segment(&normalized).to_string();
+    let (forward, refused) = match app_path::forward(&normalized, &slug) {
+        Ok(f) => (f, None),
+        Err(e) => (String::new(), Some(e)),
+    };
     let request_id = request_id::accept_or_generate(http1::header(req.headers, "x-request-id"));
     let wants_html = http1::header(req.headers, "accept").is_some_and(|a| a.contains("text/html"));
     let tokens = http1::connection_tokens(req.headers);
@@ -177,13 +206,23 @@ fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
 
     let mut out = Vec::with_capacity(head.len() + 160);
     out.extend_from_slice(b"GET ");
-    out.extend_from_slice(http1::strip_slug(path, &slug).as_bytes());
+    out.extend_from_slice(forward.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
         if http1::is_hop_by_hop(h.name, &tokens)
             || http1::FORWARDING
                 .iter()
                 .any(|f| h.name.eq_ignore_ascii_case(f))
+        {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("cookie") {
+            if let Some(kept) = isolation::app_cookie(h.value) {
+                http1::push_header(&mut out, h.name, &kept);
+            }
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("authorization") && isolation::is_our_authorization(h.value)
         {
             continue;
         }
@@ -206,6 +245,7 @@ fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
         target: path.to_string(),
         host: http1::header(req.headers, "host").map(str::to_string),
         slug,
+        refused,
         request_id,
         wants_html,
         hsts: None,
@@ -213,13 +253,15 @@ fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
     })
 }
 
-/// The upstream's response head, rewritten for the client: hop-by-hop headers
-/// dropped, `x-request-id` added; for a 101 the upgrade pair is set again, otherwise
-/// the connection is marked to close. Returns (status, head, content-length).
+/// The upstream's response head, rewritten for the client: hop-by-hop headers and
+/// `Set-Cookie` for our session cookie dropped, `x-request-id` added; for a 101 the
+/// upgrade pair is set again, otherwise the connection is marked to close and `csp`
+/// (the apps' sandbox) is added. Returns (status, head, content-length).
 fn rewrite_response(
     head: &[u8],
     request_id: &str,
     hsts: Option<&http::HeaderValue>,
+    csp: Option<&str>,
 ) -> Option<(u16, Vec<u8>, Option<u64>)> {
     let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -235,7 +277,10 @@ fn rewrite_response(
         .as_bytes(),
     );
     for h in resp.headers.iter() {
-        if http1::is_hop_by_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("x-request-id") {
+        if http1::is_hop_by_hop(h.name, &tokens)
+            || h.name.eq_ignore_ascii_case("x-request-id")
+            || (h.name.eq_ignore_ascii_case("set-cookie") && isolation::is_our_set_cookie(h.value))
+        {
             continue;
         }
         http1::push_header(&mut out, h.name, h.value);
@@ -246,6 +291,9 @@ fn rewrite_response(
         http1::push_header(&mut out, "connection", b"upgrade");
     } else {
         http1::push_header(&mut out, "connection", b"close");
+        if let Some(csp) = csp {
+            http1::push_header(&mut out, "content-security-policy", csp.as_bytes());
+        }
     }
     http1::push_header(&mut out, "x-request-id", request_id.as_bytes());
     if let Some(h) = hsts {
@@ -295,6 +343,12 @@ impl DataPlane {
                 log(&up, client, status, started, None);
                 return;
             }
+        }
+
+        if let Some(e) = up.refused {
+            answer(&mut down, &up, 400, &e.to_string(), None).await;
+            log(&up, client, 400, started, None);
+            return;
         }
 
         // Decide with the snapshot, answer after letting go of it.
@@ -372,7 +426,8 @@ impl DataPlane {
         .await;
         let rewritten = match read {
             Ok(Ok(HeadRead::Complete(n))) => {
-                rewrite_response(&rbuf[..n], &up.request_id, up.hsts.as_ref()).map(|r| (r, n))
+                let csp = self.isolation.csp();
+                rewrite_response(&rbuf[..n], &up.request_id, up.hsts.as_ref(), csp).map(|r| (r, n))
             }
             _ => None,
         };
@@ -629,10 +684,74 @@ mod tests {
     const HEAD: &[u8] = b"GET /app/ws/x?q=1 HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade, X-Drop\r\nX-Drop: secret\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Request-Id: abc\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
 
     fn is_app_websocket(head: &[u8]) -> bool {
+        is_app_websocket_with(head, &Isolation::default())
+    }
+
+    fn is_app_websocket_with(head: &[u8], isolation: &Isolation) -> bool {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         req.parse(head).unwrap();
-        super::is_app_websocket(&req)
+        super::is_app_websocket(&req, isolation)
+    }
+
+    #[test]
+    fn routing_uses_the_normalised_path_the_host_and_admin_host() {
+        let ws = |path: &str, host: &str| {
+            format!(
+                "GET {path} HTTP/1.1\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            )
+        };
+        assert!(is_app_websocket(ws("/app/x", "Host: h\r\n").as_bytes()));
+        // No Host, or two: FrontDoor answers 400.
+        assert!(!is_app_websocket(ws("/app/x", "").as_bytes()));
+        assert!(!is_app_websocket(
+            ws("/app/x", "Host: a\r\nHost: b\r\n").as_bytes()
+        ));
+        // `/app/../api` is the admin plane.
+        assert!(!is_app_websocket(
+            ws("/app/../api/x", "Host: h\r\n").as_bytes()
+        ));
+        assert!(!is_app_websocket(
+            ws("/app/%2e%2e/api/x", "Host: h\r\n").as_bytes()
+        ));
+        assert!(is_app_websocket(
+            ws("/api/../app/x", "Host: h\r\n").as_bytes()
+        ));
+        let split = Isolation {
+            admin_host: Some("admin.test".into()),
+            csp_sandbox: true,
+        };
+        assert!(!is_app_websocket_with(
+            ws("/app/x", "Host: Admin.Test:8080\r\n").as_bytes(),
+            &split
+        ));
+        assert!(is_app_websocket_with(
+            ws("/app/x", "Host: apps.test\r\n").as_bytes(),
+            &split
+        ));
+    }
+
+    #[test]
+    fn credentials_and_bad_paths_never_reach_the_app() {
+        let head = b"GET /app/a/../ws HTTP/1.1\r\nHost: h\r\nCookie: theirs=1; rsp_session=s; __Host-rsp_session=t\r\nCookie: rsp_session=u\r\nAuthorization: Bearer rsp_abcdef\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let up = prepare(head, None, false).unwrap();
+        assert!(up.refused.is_none());
+        let text = String::from_utf8(up.upstream_head).unwrap();
+        assert!(text.starts_with("GET /ws HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("Cookie: theirs=1\r\n"), "{text}");
+        assert!(!text.contains("rsp_"), "{text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("authorization"),
+            "{text}"
+        );
+
+        let basic = b"GET /app/ws HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dTpw\r\nUpgrade: websocket\r\n\r\n";
+        let text = String::from_utf8(prepare(basic, None, false).unwrap().upstream_head).unwrap();
+        assert!(text.contains("Authorization: Basic dTpw\r\n"), "{text}");
+
+        let bad = b"GET /app/a%2f..%2f..%2fapi HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
+        let up = prepare(bad, None, false).unwrap();
+        assert_eq!(up.refused, Some(PathError::EncodedSlash));
     }
 
     #[test]
@@ -692,6 +811,7 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
             "rid",
             None,
+            Some("sandbox"),
         )
         .unwrap();
         assert_eq!(status, 101);
@@ -702,16 +822,29 @@ mod tests {
         );
         assert!(!text.contains("x-hop"));
         assert!(text.contains("x-request-id: rid\r\n"));
+        assert!(!text.contains("content-security-policy"), "not on a 101");
 
         let (status, head, len) = rewrite_response(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\nConnection: keep-alive\r\nSet-Cookie: rsp_session=evil\r\nSet-Cookie: app=1\r\n\r\n",
             "rid",
             Some(&http::HeaderValue::from_static("max-age=60")),
+            Some("sandbox allow-scripts"),
         )
         .unwrap();
         assert_eq!((status, len), (400, Some(3)));
         let text = String::from_utf8(head).unwrap();
         assert!(text.contains("connection: close\r\n") && !text.contains("keep-alive"));
         assert!(text.contains("strict-transport-security: max-age=60\r\n"));
+        assert!(text.contains("content-security-policy: sandbox allow-scripts\r\n"));
+        assert!(text.contains("Set-Cookie: app=1\r\n") && !text.contains("rsp_session"));
+
+        let (_, head, _) = rewrite_response(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSet-Cookie: __Host-rsp_session=evil; Secure; Path=/\r\n\r\n",
+            "rid",
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(!String::from_utf8(head).unwrap().contains("rsp_session"));
     }
 }

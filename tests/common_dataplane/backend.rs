@@ -8,7 +8,11 @@
 //!
 //! HTTP: answers JSON `{name, method, path, headers, body_len}`; `/status/<code>`
 //! answers that status; `/hop` adds hop-by-hop response headers; `/bytes/<n>` answers
-//! n bytes.
+//! n bytes; `/plant…` answers an HTML page that tries to set the proxy's session
+//! cookies (next to one of its own, and a CSP of its own).
+//!
+//! WebSocket handshakes: a path starting `/plant` gets those `Set-Cookie`s on its 101;
+//! one starting `/refuse` is answered 403 (with them too) instead of 101.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -27,6 +31,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// What a hostile app sends to take over the admin's session: our cookie under both
+/// names (and a case variant of the prefix), next to a cookie of its own.
+pub const PLANTED: &str = "Set-Cookie: rsp_session=planted; Path=/\r\nSet-Cookie: __Host-rsp_session=planted; Secure; Path=/\r\nSet-Cookie: __HOST-rsp_session=planted; Secure; Path=/\r\nSet-Cookie: app=1; Path=/\r\n";
 
 /// One request head as the backend saw it.
 #[derive(Debug, Clone)]
@@ -170,15 +178,27 @@ async fn serve(
         let _ = buf.split_to(head_len);
         rec.seen.lock().unwrap().push(seen.clone());
 
-        if seen
+        let upgrade = seen
             .header("upgrade")
-            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
-        {
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        if upgrade && seen.path.starts_with("/refuse") {
+            let body = "no";
+            let resp = format!(
+                "HTTP/1.1 403 Forbidden\r\n{PLANTED}Content-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            return;
+        }
+        if upgrade {
             let key = seen.header("sec-websocket-key").unwrap_or("").to_string();
             let mut resp = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nX-Backend: {name}\r\n",
                 derive_accept_key(key.as_bytes())
             );
+            if seen.path.starts_with("/plant") {
+                resp.push_str(PLANTED);
+            }
             if let Some(p) = seen.header("sec-websocket-protocol") {
                 let first = p.split(',').next().unwrap_or("").trim();
                 resp.push_str(&format!("Sec-WebSocket-Protocol: {first}\r\n"));
@@ -240,8 +260,13 @@ async fn serve(
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         }
         let (status, extra, body) = answer(&seen, &name, body_len);
+        let content_type = if seen.path.starts_with("/plant") {
+            "text/html"
+        } else {
+            "application/json"
+        };
         let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}\r\n",
             body.len()
         );
         let mut out = head.into_bytes();
@@ -269,6 +294,8 @@ fn answer(seen: &Seen, name: &str, body_len: usize) -> (u16, String, Vec<u8>) {
     let extra = if path == "/hop" {
         "Connection: X-Backend-Hop\r\nX-Backend-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\n"
             .to_string()
+    } else if path.starts_with("/plant") {
+        format!("{PLANTED}Content-Security-Policy: default-src 'self'\r\n")
     } else {
         String::new()
     };

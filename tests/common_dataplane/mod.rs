@@ -23,6 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 use rserve_proxy::proxy::counters::CountersSnapshot;
+use rserve_proxy::proxy::isolation::Isolation;
 use rserve_proxy::proxy::limits::Limits;
 use rserve_proxy::proxy::routes::{AppEntry, AppPhase, ReplicaEntry, Routes};
 use rserve_proxy::proxy::FrontDoor;
@@ -65,6 +66,15 @@ impl Proxy {
     }
 
     pub fn start_with(limits: Limits, threads: usize) -> Proxy {
+        Self::start_full(limits, threads, Isolation::default())
+    }
+
+    /// Default limits, two threads, these isolation settings (`admin_host`, CSP).
+    pub fn start_isolated(isolation: Isolation) -> Proxy {
+        Self::start_full(Limits::default(), 2, isolation)
+    }
+
+    pub fn start_full(limits: Limits, threads: usize, isolation: Isolation) -> Proxy {
         rserve_proxy::server::raise_nofile_limit();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -88,8 +98,9 @@ impl Proxy {
         server.bootstrap();
         let routes = Routes::new();
         // No control plane in these tests: admin paths get pingora's 502.
-        let front =
-            FrontDoor::new(&dir.path().join("control.sock"), routes.clone(), limits).unwrap();
+        let front = FrontDoor::new(&dir.path().join("control.sock"), routes.clone(), limits)
+            .unwrap()
+            .with_isolation(isolation);
         let mut service =
             rserve_proxy::proxy::service(&server.configuration, front, routes.clone(), limits)
                 .unwrap();

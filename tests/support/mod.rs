@@ -77,11 +77,16 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             stderr,
         };
-        server.wait_ready();
+        // With `admin_host` set, `/api/health` answers only under that name.
+        let admin_host = envs
+            .iter()
+            .find(|(k, _)| *k == "RSP_ADMIN_HOST")
+            .map(|(_, v)| v.to_string());
+        server.wait_ready(admin_host.as_deref());
         server
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, admin_host: Option<&str>) {
         let deadline = Instant::now() + Duration::from_secs(20);
         // With TLS on, the plain listener answers 308: up all the same.
         let client = reqwest::blocking::Client::builder()
@@ -89,7 +94,11 @@ impl Server {
             .build()
             .unwrap();
         while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/api/health", self.base)).send() {
+            let mut req = client.get(format!("{}/api/health", self.base));
+            if let Some(h) = admin_host {
+                req = req.header(reqwest::header::HOST, h);
+            }
+            if let Ok(r) = req.send() {
                 if r.status() == StatusCode::OK || r.status() == StatusCode::PERMANENT_REDIRECT {
                     return;
                 }
