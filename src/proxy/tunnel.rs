@@ -685,12 +685,8 @@ async fn connect(app: &AppRoute) -> Option<(TcpStream, ActiveGuard)> {
                 let _ = stream.set_nodelay(true);
                 return Some((stream, active));
             }
-            Ok(Err(e)) => {
-                tracing::warn!(app = %app.slug, replica = %replica.addr, error = %e, "replica refused a connection");
-            }
-            Err(_) => {
-                tracing::warn!(app = %app.slug, replica = %replica.addr, "connect to replica timed out");
-            }
+            Ok(Err(e)) => balance::log_refused(&app.slug, replica.addr, &e),
+            Err(_) => balance::log_refused(&app.slug, replica.addr, &"connect timed out"),
         }
         app.counters.connect_error();
         balance::connect_failed(&replica.load);
