@@ -142,6 +142,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(settings) = tls_listener {
         crate::proxy::add_tls_listener(&mut proxy, config.tls_listen, settings);
     }
+    if let Some(plane) = proxy.app_logic() {
+        let trim = crate::proxy::memory::TrimAfterBursts {
+            admission: plane.admission(),
+        };
+        server.add_service(background_service("memory trim", trim));
+    }
     server.add_service(proxy);
 
     tracing::info!(

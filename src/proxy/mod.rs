@@ -16,6 +16,7 @@ pub mod engine;
 mod http1;
 pub mod https;
 pub mod limits;
+pub mod memory;
 mod prefixed;
 pub mod relay;
 pub mod request_id;

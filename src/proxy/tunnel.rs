@@ -57,7 +57,7 @@ pub struct DataPlane {
     /// the same policy `FrontDoor` applies to everything else.
     https: Option<Arc<HttpsPolicy>>,
     /// Caps on open client connections (total and per client address).
-    admission: Admission,
+    admission: Arc<Admission>,
     /// TLS listeners (their address and acceptor): connections to these are plain TCP
     /// to pingora, and the handshake is ours ([`DataPlane::tls_handshake`]).
     tls: Vec<(SocketAddr, Arc<Acceptor>)>,
@@ -87,9 +87,14 @@ impl DataPlane {
             routes,
             limits,
             https,
-            admission: Admission::new(max_total, limits.max_connections_per_ip),
+            admission: Arc::new(Admission::new(max_total, limits.max_connections_per_ip)),
             tls: Vec::new(),
         })
+    }
+
+    /// The open-connection counts (for [`super::memory::TrimAfterBursts`]).
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
     }
 
     /// Serve TLS on connections to `addr` (a listener added as plain TCP; see
@@ -123,7 +128,7 @@ impl ServerApp for DataPlane {
         // HTTP/2 (TLS with ALPN h2) cannot carry these WebSockets (no RFC 8441 in
         // Rserve): pingora serves it as it is.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.http, stream, shutdown).await;
+            return Box::pin(ServerApp::process_new(&self.http, stream, shutdown)).await;
         }
         self.serve_http1(stream, shutdown).await
     }
@@ -135,6 +140,10 @@ impl ServerApp for DataPlane {
 
 impl DataPlane {
     /// The HTTP/1 request loop of one connection (see the module comment).
+    ///
+    /// The tunnel's and pingora's futures are boxed: inline, their state (many KiB)
+    /// would be part of every connection's task from the accept on, also while it only
+    /// waits for a head — which is all a flood's connections ever do.
     async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
@@ -148,7 +157,7 @@ impl DataPlane {
             first = false;
             match read {
                 Some((HeadRead::Complete(n), true)) => {
-                    self.websocket(stream, buf, n, shutdown).await;
+                    Box::pin(self.websocket(stream, buf, n, shutdown)).await;
                     return None;
                 }
                 // A client that went away in the middle of a head: nothing to answer.
@@ -172,7 +181,7 @@ impl DataPlane {
                     );
                 }
             }
-            let reused = self.http.process_new_http(session, shutdown).await?;
+            let reused = Box::pin(self.http.process_new_http(session, shutdown)).await?;
             let (s, persistent) = reused.consume();
             stream = Prefixed::unwrap(s);
             settings = persistent;
