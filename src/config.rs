@@ -118,6 +118,16 @@ pub struct Config {
     /// App responses get `Content-Security-Policy: sandbox …` (scripts run in an opaque
     /// origin, so an app page cannot act as the admin on the shared origin).
     pub app_csp_sandbox: bool,
+    // Connection floods (see proxy/admission.rs).
+    /// Concurrent client connections in total; `None` ("auto"): sized from the
+    /// open-files limit at start.
+    pub max_connections: Option<u32>,
+    /// Concurrent client connections per client address (IPv6: per /64).
+    pub max_connections_per_ip: u32,
+    /// Time a client has for its first request head on a connection.
+    pub request_head_timeout: Duration,
+    /// Time a client has for the TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -149,6 +159,10 @@ impl Default for Config {
             hsts_max_age_secs: 0,
             admin_host: None,
             app_csp_sandbox: true,
+            max_connections: None,
+            max_connections_per_ip: 2048,
+            request_head_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -182,6 +196,10 @@ pub const KEYS: &[&str] = &[
     "hsts_max_age_secs",
     "admin_host",
     "app_csp_sandbox",
+    "max_connections",
+    "max_connections_per_ip",
+    "request_head_timeout_secs",
+    "tls_handshake_timeout_secs",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -429,6 +447,27 @@ impl Config {
             }
             "admin_host" => self.admin_host = parse_admin_host(value).map_err(err)?,
             "app_csp_sandbox" => self.app_csp_sandbox = parse_bool(value).map_err(err)?,
+            "max_connections" => {
+                self.max_connections = match value.trim() {
+                    "auto" | "" => None,
+                    v => Some(parse_range(key, v, 16, u64::from(u32::MAX)).map_err(|_| {
+                        err(format!(
+                            "{value:?} is not \"auto\" or a whole number from 16 to {}",
+                            u32::MAX
+                        ))
+                    })? as u32),
+                }
+            }
+            "max_connections_per_ip" => {
+                self.max_connections_per_ip =
+                    parse_range(key, value, 1, u64::from(u32::MAX))? as u32
+            }
+            "request_head_timeout_secs" => {
+                self.request_head_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
+            }
+            "tls_handshake_timeout_secs" => {
+                self.tls_handshake_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
+            }
             _ => return Err(err("unknown key".into())),
         }
         Ok(())
@@ -505,6 +544,13 @@ impl Config {
             "hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
             "admin_host" => return self.admin_host.as_ref().map(|h| quote(h)),
             "app_csp_sandbox" => self.app_csp_sandbox.to_string(),
+            "max_connections" => match self.max_connections {
+                Some(n) => n.to_string(),
+                None => quote("auto"),
+            },
+            "max_connections_per_ip" => self.max_connections_per_ip.to_string(),
+            "request_head_timeout_secs" => self.request_head_timeout.as_secs().to_string(),
+            "tls_handshake_timeout_secs" => self.tls_handshake_timeout.as_secs().to_string(),
             _ => return None,
         })
     }
@@ -742,6 +788,47 @@ mod tests {
             ("RSP_APP_MAX_WEBSOCKETS", "0"),
             ("RSP_APP_IDLE_TIMEOUT_SECS", "soon"),
             ("RSP_APP_MAX_BODY_MB", "4097"),
+        ] {
+            let e = Config::load(None, env(&[(key, bad)]), &vec![]).unwrap_err();
+            assert_eq!(format!("RSP_{}", e.key.to_ascii_uppercase()), key);
+        }
+    }
+
+    #[test]
+    fn connection_limits() {
+        let cfg = Config::load(None, env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.max_connections, None);
+        assert_eq!(cfg.max_connections_per_ip, 2048);
+        assert_eq!(cfg.request_head_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.tls_handshake_timeout, Duration::from_secs(10));
+        let text = cfg.render_redacted();
+        assert!(text.contains("max_connections = \"auto\"\n"), "{text}");
+
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("RSP_MAX_CONNECTIONS", "5000"),
+                ("RSP_MAX_CONNECTIONS_PER_IP", "100"),
+                ("RSP_REQUEST_HEAD_TIMEOUT_SECS", "3"),
+                ("RSP_TLS_HANDSHAKE_TIMEOUT_SECS", "4"),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.max_connections, Some(5000));
+        assert_eq!(cfg.max_connections_per_ip, 100);
+        assert_eq!(cfg.request_head_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.tls_handshake_timeout, Duration::from_secs(4));
+        assert!(cfg.render_redacted().contains("max_connections = 5000\n"));
+        let back = Config::load(None, env(&[("RSP_MAX_CONNECTIONS", "auto")]), &vec![]).unwrap();
+        assert_eq!(back.max_connections, None);
+
+        for (key, bad) in [
+            ("RSP_MAX_CONNECTIONS", "lots"),
+            ("RSP_MAX_CONNECTIONS", "3"),
+            ("RSP_MAX_CONNECTIONS_PER_IP", "0"),
+            ("RSP_REQUEST_HEAD_TIMEOUT_SECS", "0"),
+            ("RSP_TLS_HANDSHAKE_TIMEOUT_SECS", "x"),
         ] {
             let e = Config::load(None, env(&[(key, bad)]), &vec![]).unwrap_err();
             assert_eq!(format!("RSP_{}", e.key.to_ascii_uppercase()), key);

@@ -1,11 +1,15 @@
 //! tracing setup: JSON lines when stderr is not a terminal (systemd, files), readable
 //! lines on a terminal. pingora's `log` records are bridged in.
 
+mod throttle;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
+
+pub use throttle::{Repeated, Throttle};
 
 pub fn init(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));

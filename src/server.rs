@@ -141,7 +141,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Proxy(format!("cannot start the relay threads: {e}")))?;
     proxy.add_listener(crate::proxy::listener(&config.listen.to_string()));
     if let Some(settings) = tls_listener {
-        proxy.add_listener(crate::proxy::listener(&config.tls_listen.to_string()).tls(settings));
+        crate::proxy::add_tls_listener(&mut proxy, config.tls_listen, settings);
+    }
+    if let Some(plane) = proxy.app_logic() {
+        let trim = crate::proxy::memory::TrimAfterBursts {
+            admission: plane.admission(),
+        };
+        server.add_service(background_service("memory trim", trim));
     }
     server.add_service(proxy);
 
@@ -198,6 +204,10 @@ pub fn limits(config: &Config) -> Limits {
         max_websockets_per_app: config.app_max_websockets,
         idle_timeout: config.app_idle_timeout,
         max_body_bytes: config.app_max_body_bytes,
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        head_timeout: config.request_head_timeout,
+        tls_handshake_timeout: config.tls_handshake_timeout,
     }
 }
 
@@ -222,11 +232,12 @@ pub fn raise_nofile_limit() -> Option<u64> {
         }
     };
     if soft >= hard {
+        tracing::info!(limit = soft, "open-files limit");
         return Some(soft);
     }
     match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => {
-            tracing::debug!(from = soft, to = hard, "open-files limit raised");
+            tracing::info!(from = soft, to = hard, "open-files limit raised");
             Some(hard)
         }
         Err(e) => {

@@ -74,7 +74,7 @@ pub(super) fn app_connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error>
         if let Some(r) = app.replicas.iter().find(|r| r.addr == *addr) {
             balance::connect_failed(&r.load);
         }
-        tracing::warn!(app = %app.slug, replica = %addr, error = %e, "replica refused a connection");
+        balance::log_refused(&app.slug, *addr, &e);
     }
     let more = app
         .replicas
@@ -282,7 +282,8 @@ pub(super) async fn default_fail_to_proxy(session: &mut Session, e: &Error) -> F
     };
     if code > 0 {
         if let Err(err) = session.respond_error(code).await {
-            tracing::error!(error = %err, "failed to send error response to downstream");
+            // The client went away: not an error of ours.
+            tracing::debug!(error = %err, "failed to send error response to downstream");
         }
     }
     FailToProxy {

@@ -8,6 +8,7 @@
 //! The request path reads only its per-request `Ctx`, an immutable route snapshot and
 //! atomics: no locks, no store.
 
+pub mod admission;
 mod app_http;
 pub mod app_path;
 pub mod balance;
@@ -17,6 +18,7 @@ mod http1;
 pub mod https;
 pub mod isolation;
 pub mod limits;
+pub mod memory;
 mod prefixed;
 pub mod relay;
 pub mod request_id;
@@ -115,6 +117,22 @@ pub fn service(
 /// listeners.)
 pub fn listener(addr: &str) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+}
+
+/// A TLS listener for the front door. pingora sees a plain TCP listener; the data plane
+/// does the handshake itself once the connection is admitted, so connection caps
+/// apply before any handshake work and the handshake has our timeout
+/// (`tls_handshake_timeout_secs`; pingora's is a fixed 60 s) and our logging (a client
+/// leaving half-way is not an error).
+pub fn add_tls_listener(
+    service: &mut Service<DataPlane>,
+    addr: std::net::SocketAddr,
+    settings: pingora::listeners::tls::TlsSettings,
+) {
+    if let Some(plane) = service.app_logic_mut() {
+        plane.add_tls(addr, settings.build());
+    }
+    service.add_listener(listener(&addr.to_string()));
 }
 
 /// Where a request goes.

@@ -16,11 +16,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
@@ -29,21 +31,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::admission::{Admission, Refused};
 use super::app_path::{self, PathError};
 use super::balance::{self, ActiveGuard};
 use super::engine::{Engine, Job};
 use super::http1::{self, HeadRead};
 use super::https::HttpsPolicy;
 use super::isolation::{self, Isolation};
-use super::limits::{Limits, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, HEAD_TIMEOUT};
+use super::limits::{self, Limits, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, KEEPALIVE_TIMEOUT};
 use super::prefixed::Prefixed;
 use super::relay::{self, FrameTracker};
 use super::routes::{AppRoute, Lookup, Routes};
 use super::{error_body, request_id, FrontDoor};
+use crate::logging::Throttle;
 use crate::paths;
 
-/// pingora's keepalive for a connection's first request (its default).
-const KEEPALIVE_SECS: u64 = 60;
+/// One line per window at most for a warning a client can trigger at will.
+const THROTTLE_WINDOW: Duration = Duration::from_secs(10);
 
 pub struct DataPlane {
     http: Arc<HttpProxy<FrontDoor>>,
@@ -56,6 +60,11 @@ pub struct DataPlane {
     https: Option<Arc<HttpsPolicy>>,
     /// `admin_host`, the sandbox CSP — the same settings `FrontDoor` applies.
     isolation: Arc<Isolation>,
+    /// Caps on open client connections (total and per client address).
+    admission: Arc<Admission>,
+    /// TLS listeners (their address and acceptor): connections to these are plain TCP
+    /// to pingora, and the handshake is ours ([`DataPlane::tls_handshake`]).
+    tls: Vec<(SocketAddr, Arc<Acceptor>)>,
 }
 
 impl DataPlane {
@@ -69,6 +78,14 @@ impl DataPlane {
         isolation: Arc<Isolation>,
         threads: usize,
     ) -> std::io::Result<Self> {
+        let max_total = limits.max_connections.unwrap_or_else(|| {
+            limits::nofile_limit().map_or(1024, limits::auto_max_connections)
+        });
+        tracing::info!(
+            max_connections = max_total,
+            max_connections_per_ip = limits.max_connections_per_ip,
+            "connection caps"
+        );
         Ok(DataPlane {
             http: Arc::new(http),
             engine: Engine::start(threads, limits.idle_timeout)?,
@@ -76,7 +93,20 @@ impl DataPlane {
             limits,
             https,
             isolation,
+            admission: Arc::new(Admission::new(max_total, limits.max_connections_per_ip)),
+            tls: Vec::new(),
         })
+    }
+
+    /// The open-connection counts (for [`super::memory::TrimAfterBursts`]).
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
+    }
+
+    /// Serve TLS on connections to `addr` (a listener added as plain TCP; see
+    /// [`super::add_tls_listener`]).
+    pub fn add_tls(&mut self, addr: SocketAddr, acceptor: Acceptor) {
+        self.tls.push((addr, Arc::new(acceptor)));
     }
 }
 
@@ -87,36 +117,68 @@ impl ServerApp for DataPlane {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // The first thing done with a connection: at a cap it is closed here, before a
+        // TLS handshake or a buffer (see `admission`).
+        let client = client_ip(&stream);
+        let _admitted = match self.admission.admit(client) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                self.refused(why, client);
+                return None;
+            }
+        };
+        let stream = match self.tls_acceptor(&stream) {
+            Some(acceptor) => self.tls_handshake(acceptor, stream, client).await?,
+            None => stream,
+        };
         // HTTP/2 (TLS with ALPN h2) cannot carry these WebSockets (no RFC 8441 in
         // Rserve): pingora serves it as it is.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.http, stream, shutdown).await;
+            return Box::pin(ServerApp::process_new(&self.http, stream, shutdown)).await;
         }
-        let mut stream = stream;
+        self.serve_http1(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.http).await
+    }
+}
+
+impl DataPlane {
+    /// The HTTP/1 request loop of one connection (see the module comment).
+    ///
+    /// The tunnel's and pingora's futures are boxed: inline, their state (many KiB)
+    /// would be part of every connection's task from the accept on, also while it only
+    /// waits for a head — which is all a flood's connections ever do.
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let mut settings: Option<HttpPersistentSettings> = None;
-        let classify = |req: &httparse::Request<'_, '_>| is_app_websocket(req, &self.isolation);
+        let mut first = true;
         loop {
             let mut buf = BytesMut::with_capacity(1024);
             let mut watch = shutdown.clone();
             let read = tokio::select! {
-                r = timeout(HEAD_TIMEOUT, http1::read_request_head(&mut stream, &mut buf, classify)) => r,
+                r = self.read_head(&mut stream, &mut buf, first) => r,
                 _ = watch.wait_for(|stop| *stop) => return None,
             };
+            first = false;
             match read {
-                Ok(Ok((HeadRead::Complete(n), true))) => {
-                    self.websocket(stream, buf, n, shutdown).await;
+                Some((HeadRead::Complete(n), true)) => {
+                    Box::pin(self.websocket(stream, buf, n, shutdown)).await;
                     return None;
                 }
+                // A client that went away in the middle of a head: nothing to answer.
+                Some((HeadRead::Other, _)) if cut_short(&buf) => return None,
                 // Let pingora answer what we do not handle (it allows longer heads and
                 // answers malformed ones with 400).
-                Ok(Ok((HeadRead::Complete(_) | HeadRead::Other, _))) => {}
-                Ok(Ok((HeadRead::Closed, _))) | Ok(Err(_)) | Err(_) => return None,
+                Some((HeadRead::Complete(_) | HeadRead::Other, _)) => {}
+                Some((HeadRead::Closed, _)) | None => return None,
             }
             let mut session = ServerSession::new_http1(Prefixed::wrap(stream, buf.freeze()));
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),
                 None => {
-                    let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_SECS);
+                    let keepalive =
+                        (!*shutdown.borrow()).then_some(KEEPALIVE_TIMEOUT.as_secs());
                     session.set_keepalive(keepalive);
                     session.set_keepalive_reuses_remaining(
                         self.http
@@ -125,16 +187,144 @@ impl ServerApp for DataPlane {
                     );
                 }
             }
-            let reused = self.http.process_new_http(session, shutdown).await?;
+            let reused = Box::pin(self.http.process_new_http(session, shutdown)).await?;
             let (s, persistent) = reused.consume();
             stream = Prefixed::unwrap(s);
             settings = persistent;
         }
     }
 
-    async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.http).await
+    /// Read one request head into `buf`. The first head of a connection must be
+    /// complete within `head_timeout` (a slow or stalled client holds a place for that
+    /// long at most); a later one may wait `KEEPALIVE_TIMEOUT` for its first byte, then
+    /// has `head_timeout` for the rest. `None`: timed out or the read failed — the
+    /// connection just ends (a client going away is not worth a log line).
+    async fn read_head(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        first: bool,
+    ) -> Option<(HeadRead, bool)> {
+        if !first {
+            match timeout(KEEPALIVE_TIMEOUT, stream.read_buf(buf)).await {
+                Ok(Ok(0)) => return Some((HeadRead::Closed, false)),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+        let head = http1::read_request_head(stream, buf, |req: &httparse::Request<'_, '_>| {
+            is_app_websocket(req, &self.isolation)
+        });
+        match timeout(self.limits.head_timeout, head).await {
+            Ok(Ok(read)) => Some(read),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                tracing::debug!("request head timed out; connection closed");
+                None
+            }
+        }
     }
+
+    /// The acceptor when `stream` came in on a TLS listener.
+    fn tls_acceptor(&self, stream: &Stream) -> Option<&Acceptor> {
+        if self.tls.is_empty() {
+            return None;
+        }
+        let digest = stream.get_socket_digest()?;
+        let local = *digest.local_addr()?.as_inet()?;
+        self.tls
+            .iter()
+            .find(|(addr, _)| {
+                addr.port() == local.port() && (addr.ip().is_unspecified() || addr.ip() == local.ip())
+            })
+            .map(|(_, acceptor)| acceptor.as_ref())
+    }
+
+    /// The TLS handshake, ours rather than pingora's: it runs after admission, within
+    /// `tls_handshake_timeout`, and a client that gives up half-way is not an error.
+    async fn tls_handshake(
+        &self,
+        acceptor: &Acceptor,
+        stream: Stream,
+        client: Option<IpAddr>,
+    ) -> Option<Stream> {
+        let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+        let client = client.map(|c| c.to_string());
+        let client = client.as_deref().unwrap_or("-");
+        match timeout(self.limits.tls_handshake_timeout, acceptor.tls_handshake(*l4)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) if client_went_away(&e) => {
+                tracing::debug!(client, error = %e, "client left during the TLS handshake");
+                None
+            }
+            Ok(Err(e)) => {
+                static FAILED: Throttle = Throttle::new(THROTTLE_WINDOW);
+                if let Some(repeated) = FAILED.check() {
+                    tracing::warn!(client, error = %e, "TLS handshake failed{repeated}");
+                }
+                None
+            }
+            Err(_) => {
+                tracing::debug!(client, "TLS handshake timed out; connection closed");
+                None
+            }
+        }
+    }
+
+    /// Log a refused connection (rate-limited: a flood refuses thousands a second).
+    fn refused(&self, why: Refused, client: Option<IpAddr>) {
+        static TOTAL: Throttle = Throttle::new(THROTTLE_WINDOW);
+        static PER_IP: Throttle = Throttle::new(THROTTLE_WINDOW);
+        let client = client.map(|c| c.to_string());
+        let client = client.as_deref().unwrap_or("-");
+        let open = self.admission.open();
+        match why {
+            Refused::Total => {
+                if let Some(repeated) = TOTAL.check() {
+                    let cap = self.admission.max_total();
+                    tracing::warn!(
+                        client,
+                        open,
+                        "connection refused: {cap} connections are open (max_connections){repeated}"
+                    );
+                }
+            }
+            Refused::PerIp => {
+                if let Some(repeated) = PER_IP.check() {
+                    let cap = self.admission.max_per_ip();
+                    tracing::warn!(
+                        client,
+                        open,
+                        "connection refused: the client has {cap} connections open (max_connections_per_ip){repeated}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// After `HeadRead::Other`: a partial head below the size limit, so the client closed
+/// in the middle of it (not a malformed or an overlong head, which pingora answers).
+fn cut_short(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
+    buf.len() < http1::MAX_HEAD
+        && matches!(
+            httparse::Request::new(&mut headers).parse(buf),
+            Ok(httparse::Status::Partial)
+        )
+}
+
+/// A handshake error that only says the client closed or reset the connection.
+fn client_went_away(e: &pingora::Error) -> bool {
+    use std::io::ErrorKind::*;
+    let io = e
+        .root_cause()
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind);
+    matches!(
+        io,
+        Some(UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe)
+    )
 }
 
 /// An HTTP/1.1 `GET` with `Upgrade: websocket` and one `Host`, whose first path
@@ -560,12 +750,8 @@ async fn connect(app: &AppRoute) -> Option<(TcpStream, ActiveGuard)> {
                 let _ = stream.set_nodelay(true);
                 return Some((stream, active));
             }
-            Ok(Err(e)) => {
-                tracing::warn!(app = %app.slug, replica = %replica.addr, error = %e, "replica refused a connection");
-            }
-            Err(_) => {
-                tracing::warn!(app = %app.slug, replica = %replica.addr, "connect to replica timed out");
-            }
+            Ok(Err(e)) => balance::log_refused(&app.slug, replica.addr, &e),
+            Err(_) => balance::log_refused(&app.slug, replica.addr, &"connect timed out"),
         }
         app.counters.connect_error();
         balance::connect_failed(&replica.load);
