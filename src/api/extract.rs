@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use super::csrf;
 use super::error::ApiError;
+use crate::auth::cookie::session_cookie_name;
 use crate::service::{auth, AppState, ClientMeta, Principal, ServiceError};
 
-use crate::auth::cookie::session_cookie_name;
 /// Name of the session cookie over plain HTTP (over TLS: `__Host-rsp_session`, see
 /// [`crate::auth::cookie`]).
 pub use crate::auth::cookie::SESSION_COOKIE;

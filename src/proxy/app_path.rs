@@ -301,11 +301,11 @@ mod tests {
                 Just("a%5Cb".to_string()),
                 Just("x%00".to_string()),
                 Just("...".to_string()),
-                "[a-z0-9._~%-]{1,6}",
+                text("az09._~%-2eEfF5c", 1..6),
             ];
             (
                 prop::collection::vec(seg, 0..10),
-                prop::option::of("[a-z=/.%0-9&]{0,8}"),
+                prop::option::of(text("a=/.%0&2f", 0..8)),
             )
                 .prop_map(|(segs, q)| {
                     let mut t = format!("/{}", segs.join("/"));
@@ -315,6 +315,13 @@ mod tests {
                     }
                     t
                 })
+        }
+
+        /// Short strings over `chars` (cheaper to generate than a regex strategy).
+        fn text(chars: &'static str, len: std::ops::Range<usize>) -> impl Strategy<Value = String> {
+            let chars: Vec<char> = chars.chars().collect();
+            prop::collection::vec(prop::sample::select(chars), len)
+                .prop_map(|c| c.into_iter().collect())
         }
 
         fn path_of(target: &str) -> &str {
@@ -334,7 +341,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 2500, ..ProptestConfig::default() })]
 
             #[test]
             fn normalized_paths_have_no_dot_segments_and_are_stable(t in target()) {
@@ -371,7 +378,8 @@ mod tests {
             }
 
             #[test]
-            fn arbitrary_strings_never_panic(t in "/[ -~]{0,40}") {
+            fn arbitrary_strings_never_panic(t in text(" !\"#%&'()*+,-./0123456789:;=?@ABCDEFZ[\\]^_`abcdefz{|}~", 0..40)) {
+                let t = format!("/{t}");
                 let n = normalize(&t);
                 let _ = for_app(&n);
                 prop_assert!(path_of(&n).starts_with('/'));
