@@ -108,6 +108,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
 /// Request bodies the JSON routes accept (uploads have their own limit).
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The 413 of a body over [`JSON_BODY_LIMIT`].
+pub fn body_too_large() -> ApiError {
+    ApiError(ServiceError::PayloadTooLarge(format!(
+        "Request body too large: the limit is {} MiB",
+        JSON_BODY_LIMIT / (1024 * 1024)
+    )))
+}
+
 /// A JSON object body. A top-level array, scalar or `null` is refused (serde alone
 /// would read `["a","a"]` into a struct, field by position); so are syntax errors,
 /// wrong types and `null` for a required field, each a 400 naming the problem and
@@ -126,12 +134,7 @@ where
         use axum::extract::rejection::JsonRejection;
         match axum::Json::<Object<T>>::from_request(req, state).await {
             Ok(axum::Json(Object(v))) => Ok(ApiJson(v)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError(ServiceError::PayloadTooLarge(format!(
-                    "Request body too large: the limit is {} MiB",
-                    JSON_BODY_LIMIT / (1024 * 1024)
-                ))))
-            }
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(body_too_large()),
             // axum's data-error text is "Failed to deserialize …: <field>: <problem>";
             // the field and problem are what the client needs.
             Err(JsonRejection::JsonDataError(e)) => {

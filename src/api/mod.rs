@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod body;
 pub mod csrf;
 pub mod dto;
 pub mod error;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/", axum::routing::any(api_not_found))
         .route("/", get(index))
         .fallback(not_found_page)
+        .layer(axum::middleware::from_fn(body::read_first))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
