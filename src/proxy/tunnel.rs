@@ -122,7 +122,8 @@ impl ServerApp for DataPlane {
             }
         };
         let stream = match self.tls_acceptor(&stream) {
-            Some(acceptor) => self.tls_handshake(acceptor, stream, client).await?,
+            // Boxed: a handshake's state is not carried by plain connections' tasks.
+            Some(acceptor) => Box::pin(self.tls_handshake(acceptor, stream, client)).await?,
             None => stream,
         };
         // HTTP/2 (TLS with ALPN h2) cannot carry these WebSockets (no RFC 8441 in
