@@ -60,7 +60,10 @@ fn time_to_close(s: &mut TcpStream, limit: Duration) -> Duration {
     loop {
         match s.read(&mut b) {
             Ok(0) => return t0.elapsed(),
-            Ok(_) => panic!("the server answered a stalled head: {:?}", String::from_utf8_lossy(&b)),
+            Ok(_) => panic!(
+                "the server answered a stalled head: {:?}",
+                String::from_utf8_lossy(&b)
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return t0.elapsed(),
             Err(e) => panic!("not closed within {limit:?}: {e}"),
         }
@@ -75,7 +78,11 @@ fn probe_from(server: &Server, from: &str) -> StatusCode {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    client.get(server.url("/api/health")).send().unwrap().status()
+    client
+        .get(server.url("/api/health"))
+        .send()
+        .unwrap()
+        .status()
 }
 
 fn count(log: &str, needle: &str) -> usize {
@@ -137,7 +144,10 @@ fn per_client_cap_closes_the_flood_and_others_are_served() {
     // 2,800 refusals, rate-limited to a line or two.
     let log = server.log();
     let refused = count(&log, "connection refused");
-    assert!((1..=2).contains(&refused), "{refused} refusal lines:\n{log}");
+    assert!(
+        (1..=2).contains(&refused),
+        "{refused} refusal lines:\n{log}"
+    );
     assert!(log.contains("max_connections_per_ip"), "{log}");
 }
 
@@ -155,7 +165,10 @@ fn a_stalled_head_is_closed_after_the_head_timeout_but_keepalive_is_longer() {
     let mut half = half_open(to);
     let mut silent = TcpStream::connect(to).unwrap();
     let t = time_to_close(&mut half, Duration::from_secs(10));
-    assert!(t >= Duration::from_millis(800) && t < Duration::from_secs(4), "{t:?}");
+    assert!(
+        t >= Duration::from_millis(800) && t < Duration::from_secs(4),
+        "{t:?}"
+    );
     let t = time_to_close(&mut silent, Duration::from_secs(10));
     assert!(t < Duration::from_secs(4), "{t:?}");
 
@@ -173,7 +186,11 @@ fn a_stalled_head_is_closed_after_the_head_timeout_but_keepalive_is_longer() {
             assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&b[..n]);
         }
-        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
         std::thread::sleep(Duration::from_millis(2500));
     }
 }
@@ -220,7 +237,9 @@ fn aborted_connections_leave_the_log_quiet() {
     let before = server.log().len();
 
     // The first bytes of a TLS ClientHello record, cut short.
-    let hello_start: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let hello_start: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
     const EACH: usize = 400;
     for i in 0..EACH {
         // Connect and close at once, on both listeners.
@@ -247,7 +266,10 @@ fn aborted_connections_leave_the_log_quiet() {
         let _ = s.read(&mut [0u8; 64]);
     }
     // The server is still fine.
-    assert_eq!(probe_from(&server, "127.0.0.2"), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        probe_from(&server, "127.0.0.2"),
+        StatusCode::PERMANENT_REDIRECT
+    );
     std::thread::sleep(Duration::from_millis(500));
 
     let log = server.log();

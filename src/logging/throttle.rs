@@ -76,7 +76,12 @@ impl Throttle {
         if now >= next
             && self
                 .next_ms
-                .compare_exchange(next, now + self.window_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now + self.window_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             let last = self.last_ms.swap(now, Ordering::Relaxed);

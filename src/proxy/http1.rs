@@ -105,8 +105,10 @@ where
         if buf.len() >= MAX_HEAD {
             return Ok((HeadRead::Other, false));
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+        // Grow only when full, doubling: a connection that sent part of a head (all a
+        // flood's connections ever do) keeps its first 1 KiB, not 4 KiB more.
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().max(1024));
         }
         if s.read_buf(buf).await? == 0 {
             let end = if buf.is_empty() {

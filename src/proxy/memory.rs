@@ -38,7 +38,12 @@ impl BackgroundService for TrimAfterBursts {
             peak = peak.max(open);
             if peak.saturating_sub(open) >= BURST {
                 let released = trim();
-                tracing::debug!(from = peak, to = open, released, "connections gone; memory trimmed");
+                tracing::debug!(
+                    from = peak,
+                    to = open,
+                    released,
+                    "connections gone; memory trimmed"
+                );
                 peak = open;
             }
         }

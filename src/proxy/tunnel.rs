@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -78,9 +78,9 @@ impl DataPlane {
         isolation: Arc<Isolation>,
         threads: usize,
     ) -> std::io::Result<Self> {
-        let max_total = limits.max_connections.unwrap_or_else(|| {
-            limits::nofile_limit().map_or(1024, limits::auto_max_connections)
-        });
+        let max_total = limits
+            .max_connections
+            .unwrap_or_else(|| limits::nofile_limit().map_or(1024, limits::auto_max_connections));
         tracing::info!(
             max_connections = max_total,
             max_connections_per_ip = limits.max_connections_per_ip,
@@ -128,7 +128,8 @@ impl ServerApp for DataPlane {
             }
         };
         let stream = match self.tls_acceptor(&stream) {
-            Some(acceptor) => self.tls_handshake(acceptor, stream, client).await?,
+            // Boxed: a handshake's state is not carried by plain connections' tasks.
+            Some(acceptor) => Box::pin(self.tls_handshake(acceptor, stream, client)).await?,
             None => stream,
         };
         // HTTP/2 (TLS with ALPN h2) cannot carry these WebSockets (no RFC 8441 in
@@ -177,8 +178,7 @@ impl DataPlane {
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),
                 None => {
-                    let keepalive =
-                        (!*shutdown.borrow()).then_some(KEEPALIVE_TIMEOUT.as_secs());
+                    let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_TIMEOUT.as_secs());
                     session.set_keepalive(keepalive);
                     session.set_keepalive_reuses_remaining(
                         self.http
@@ -235,7 +235,8 @@ impl DataPlane {
         self.tls
             .iter()
             .find(|(addr, _)| {
-                addr.port() == local.port() && (addr.ip().is_unspecified() || addr.ip() == local.ip())
+                addr.port() == local.port()
+                    && (addr.ip().is_unspecified() || addr.ip() == local.ip())
             })
             .map(|(_, acceptor)| acceptor.as_ref())
     }
@@ -251,7 +252,12 @@ impl DataPlane {
         let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
         let client = client.map(|c| c.to_string());
         let client = client.as_deref().unwrap_or("-");
-        match timeout(self.limits.tls_handshake_timeout, acceptor.tls_handshake(*l4)).await {
+        match timeout(
+            self.limits.tls_handshake_timeout,
+            acceptor.tls_handshake(*l4),
+        )
+        .await
+        {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) if client_went_away(&e) => {
                 tracing::debug!(client, error = %e, "client left during the TLS handshake");
