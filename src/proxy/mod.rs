@@ -12,7 +12,7 @@ mod app_http;
 pub mod balance;
 pub mod counters;
 pub mod engine;
-mod http1;
+pub mod http1;
 pub mod https;
 pub mod limits;
 mod prefixed;
