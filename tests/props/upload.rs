@@ -189,14 +189,12 @@ fn link_stays_inside(link: &Path, dest: &Path) -> bool {
     }
     let mut out = parent;
     for c in target.components() {
-        match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return false;
-                }
+        if c == Component::ParentDir {
+            if !out.pop() {
+                return false;
             }
-            Component::Normal(p) => out.push(p),
-            _ => {}
+        } else if let Component::Normal(p) = c {
+            out.push(p);
         }
     }
     out.starts_with(dest)
