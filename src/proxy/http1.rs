@@ -86,6 +86,11 @@ where
 
 /// `parse`: `Ok(Some((head length, flag)))` when complete, `Ok(None)` when more is
 /// needed, `Err` when it is not a head we handle.
+///
+/// Never holds more than `MAX_HEAD` bytes, so a complete head is at most that long.
+/// httparse cannot resume, so each parse starts over: after the first read, parse only
+/// when the new bytes may end the head (an empty line). Otherwise a client sending one
+/// byte per packet would make us parse ~64 KiB, 64 Ki times (quadratic CPU).
 async fn read_until_head<S>(
     s: &mut S,
     buf: &mut BytesMut,
@@ -94,14 +99,20 @@ async fn read_until_head<S>(
 where
     S: AsyncRead + Unpin + ?Sized,
 {
+    // The first bytes are always parsed, which tells early what is not HTTP at all.
+    let mut parsed = false;
+    // Bytes already searched for the end of the head.
+    let mut searched = 0;
     loop {
-        if !buf.is_empty() {
+        if !buf.is_empty() && (!parsed || may_end_head(buf, searched)) {
+            parsed = true;
             match parse(buf) {
                 Ok(Some((n, flag))) => return Ok((HeadRead::Complete(n), flag)),
                 Ok(None) => {}
                 Err(()) => return Ok((HeadRead::Other, false)),
             }
         }
+        searched = buf.len();
         if buf.len() >= MAX_HEAD {
             return Ok((HeadRead::Other, false));
         }
@@ -110,7 +121,8 @@ where
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().max(1024));
         }
-        if s.read_buf(buf).await? == 0 {
+        let room = (MAX_HEAD - buf.len()) as u64;
+        if (&mut *s).take(room).read_buf(buf).await? == 0 {
             let end = if buf.is_empty() {
                 HeadRead::Closed
             } else {
@@ -119,6 +131,16 @@ where
             return Ok((end, false));
         }
     }
+}
+
+/// Does `buf` have an empty line (`\n\n` or `\n\r\n`, which httparse needs to see
+/// the end of a head) that ends after `from`?
+fn may_end_head(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    let tail = &buf[start.min(buf.len())..];
+    tail.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (tail.get(i + 1) == Some(&b'\n') || tail.get(i + 1..i + 3) == Some(b"\r\n"))
+    })
 }
 
 /// The value of the first header called `name` (ASCII case-insensitive), as text.

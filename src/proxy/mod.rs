@@ -14,7 +14,7 @@ pub mod app_path;
 pub mod balance;
 pub mod counters;
 pub mod engine;
-mod http1;
+pub mod http1;
 pub mod https;
 pub mod isolation;
 pub mod limits;

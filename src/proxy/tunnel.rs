@@ -462,7 +462,9 @@ fn rewrite_response(
     let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     resp.parse(head).ok()?;
-    let status = resp.code?;
+    // httparse takes any three digits; below 100 is no status a client can be given
+    // (it would be written back as e.g. `HTTP/1.1 0`, a head the client cannot parse).
+    let status = resp.code.filter(|c| *c >= 100)?;
     let tokens = http1::connection_tokens(resp.headers);
     let mut out = Vec::with_capacity(head.len() + 64);
     out.extend_from_slice(
@@ -867,6 +869,23 @@ fn log(
         ending = open.map(|(_, e)| format!("{e:?}")),
         "websocket"
     );
+}
+
+/// The head [`prepare`] would forward upstream, for the property tests and the fuzz
+/// runner (tests/props); not part of the product's interface.
+#[doc(hidden)]
+pub fn fuzz_upstream_head(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Vec<u8>> {
+    prepare(head, client, tls).map(|up| up.upstream_head)
+}
+
+/// [`rewrite_response`] for the property tests and the fuzz runner (tests/props).
+#[doc(hidden)]
+pub fn fuzz_rewrite_response(
+    head: &[u8],
+    request_id: &str,
+    hsts: Option<&http::HeaderValue>,
+) -> Option<(u16, Vec<u8>, Option<u64>)> {
+    rewrite_response(head, request_id, hsts)
 }
 
 #[cfg(test)]

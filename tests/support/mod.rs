@@ -140,6 +140,23 @@ impl Server {
     }
 }
 
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: no shutdown, no flushing, nothing of ours runs. Returns once the
+    /// process is gone (its data dir can be opened again), with its log.
+    pub fn kill9(mut self) -> String {
+        // std's Child::kill is SIGKILL on unix.
+        self.child.kill().expect("SIGKILL rserve-proxy");
+        self.child.wait().expect("reap rserve-proxy");
+        // Let the reader thread drain the pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
