@@ -884,8 +884,9 @@ pub fn fuzz_rewrite_response(
     head: &[u8],
     request_id: &str,
     hsts: Option<&http::HeaderValue>,
+    csp: Option<&str>,
 ) -> Option<(u16, Vec<u8>, Option<u64>)> {
-    rewrite_response(head, request_id, hsts)
+    rewrite_response(head, request_id, hsts, csp)
 }
 
 #[cfg(test)]

@@ -296,7 +296,7 @@ pub fn rewrite_response(cases: u32) -> Outcome {
             let hsts = hsts_on.then(|| http::HeaderValue::from_static("max-age=600"));
             let (head, status) = match &input {
                 ResponseInput::Bytes(b) => {
-                    if let Some((_, out, _)) = fuzz_rewrite_response(b, &rid, hsts.as_ref()) {
+                    if let Some((_, out, _)) = fuzz_rewrite_response(b, &rid, hsts.as_ref(), None) {
                         parse_response(&out)?;
                     }
                     return Ok(());
@@ -319,7 +319,7 @@ pub fn rewrite_response(cases: u32) -> Outcome {
                     (head, *status)
                 }
             };
-            let Some((code, out, length)) = fuzz_rewrite_response(&head, &rid, hsts.as_ref())
+            let Some((code, out, length)) = fuzz_rewrite_response(&head, &rid, hsts.as_ref(), None)
             else {
                 // Refusing is right only for what cannot be passed on as it is.
                 prop_assert!(status < 100, "refused a {} answer", status);
