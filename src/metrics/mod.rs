@@ -3,6 +3,7 @@
 //! ([`sample::Latest`]) and writes history to the store. See docs/architecture.md,
 //! "Metrics and history".
 
+pub mod maths;
 pub mod sample;
 
 pub use sample::{
