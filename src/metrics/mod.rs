@@ -3,9 +3,11 @@
 //! ([`sample::Latest`]) and writes history to the store. See docs/architecture.md,
 //! "Metrics and history".
 
+pub mod collector;
 pub mod maths;
 pub mod sample;
 
 pub use sample::{
-    AppSample, ContainerSample, HistoryStatus, Latest, Snapshot, SystemSample, TrafficSample,
+    AppSample, CollectorStats, ContainerSample, HistoryStatus, Latest, Snapshot, SystemSample,
+    TrafficSample,
 };

@@ -169,6 +169,21 @@ pub struct Snapshot {
     pub apps: HashMap<Uuid, AppSample>,
     /// When this round ran (`None` before the first).
     pub collected_at: Option<OffsetDateTime>,
+    /// The collector's own figures, cumulative since it started.
+    pub collector: CollectorStats,
+}
+
+/// What the collector itself has done (for its own monitoring and the benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CollectorStats {
+    /// Rounds run.
+    pub rounds: u64,
+    /// Docker API calls made (one ping per round plus one stats call per container).
+    pub docker_calls: u64,
+    /// Stats calls that failed or timed out (the container was skipped that round).
+    pub failed_samples: u64,
+    /// Wall time of the last round, seconds.
+    pub last_round_secs: f64,
 }
 
 /// The latest [`Snapshot`]: cheap to clone, written by the collector, read lock-free.
