@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, auth, dto, health, users};
+use super::{apps, auth, dto, health, metrics, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,11 +16,14 @@ use super::{apps, auth, dto, health, users};
         users::list, users::create, users::update, users::delete,
         apps::r_versions, apps::create, apps::list, apps::get, apps::update, apps::delete,
         apps::start, apps::stop, apps::restart, apps::rebuild, apps::scale, apps::logs, apps::upload,
+        metrics::system, metrics::app, metrics::status_history, metrics::app_status_history,
+        metrics::audit,
     ),
     components(schemas(dto::ErrorDto, crate::spawner::AppStatus, crate::spawner::ContainerInfo)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),
-    tags((name = "auth"), (name = "users"), (name = "apps"), (name = "health")),
+    tags((name = "auth"), (name = "users"), (name = "apps"), (name = "health"),
+        (name = "metrics"), (name = "audit")),
 )]
 pub struct ApiDoc;
 

@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod metrics;
 pub mod users;
 pub mod validate;
 
