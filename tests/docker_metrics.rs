@@ -241,15 +241,18 @@ fn collector_samples_a_real_app_and_stops_with_it() {
         .map(|p| p["cpuPercent"].as_f64().unwrap())
         .collect();
     let peak = burning.iter().cloned().fold(0.0, f64::max);
-    let idle_max = idle
+    let mut idle_cpu: Vec<f64> = idle
         .iter()
         .map(|p| p["cpuPercent"].as_f64().unwrap())
-        .fold(0.0, f64::max);
+        .collect();
+    idle_cpu.sort_by(f64::total_cmp);
+    let idle_median = idle_cpu[idle_cpu.len() / 2];
     // One busy R loop: up to 100 % on an idle host; on a shared 2-core test box its
-    // fair share is far less, so ask only for a clear rise over idle.
+    // fair share is far less, so ask only for a clear rise over idle (the first idle
+    // samples still include R's start).
     assert!(
-        peak >= 5.0 && peak >= 5.0 * idle_max,
-        "CPU while burning one core: {burning:?} (idle max {idle_max})"
+        peak >= 5.0 && peak >= 3.0 * idle_median,
+        "CPU while burning one core: {burning:?} (idle {idle_cpu:?})"
     );
     assert!(peak <= 220.0, "more than the host's two cores: {burning:?}");
     // The OCAP session went through the proxy: requestsPerMin saw its handshake.
