@@ -1,9 +1,12 @@
 //! Store size and query time of metrics/status history after 7 days, simulated by
 //! writing through the store API the way the collector does (`cargo run --example
-//! history -- [apps] [interval_secs]`, defaults 100 and 60; the last hour is always
-//! written every 15 s, the default collector interval, so the raw points are at their
-//! steady-state count). Pruning runs as in the server, every simulated minute in
-//! transactions of 500 rows. Prints one JSON object.
+//! history -- [apps] [interval_secs]`, defaults 100 and 300). Every row the server
+//! would hold after 7 days is written: rounds every `interval_secs` for the first six
+//! days (enough for every 60-minute bucket and every hour's status row: both have a
+//! fixed size however many samples they hold), every 60 s in the last day (every
+//! 5/15-minute bucket) and every 15 s, the default collector interval, in the last
+//! hour (the raw points at their steady-state count). Pruning runs as in the server,
+//! every simulated minute in transactions of 500 rows. Prints one JSON object.
 
 use std::time::Instant;
 
@@ -15,7 +18,7 @@ use uuid::Uuid;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let apps: usize = args.get(1).map_or(Ok(100), |s| s.parse())?;
-    let interval: i64 = args.get(2).map_or(Ok(60), |s| s.parse())?;
+    let interval: i64 = args.get(2).map_or(Ok(300), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("state.redb");
     let store = Store::open(&path)?;
@@ -35,7 +38,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut max_prune_txn_ms = 0f64;
     let began = Instant::now();
     while ts < end {
-        let step = if end - ts <= 3600 { 15 } else { interval };
+        let step = if end - ts <= 3600 {
+            15
+        } else if end - ts <= 24 * 3600 {
+            60.min(interval)
+        } else {
+            interval
+        };
         let mut points: Vec<(Uuid, Point)> = ids
             .iter()
             .enumerate()
@@ -74,6 +83,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         rounds += 1;
         ts += step;
+        if rounds % 500 == 0 {
+            eprintln!(
+                "{rounds} rounds, {:.2} days simulated, {:.0} s",
+                (ts - start) as f64 / 86_400.0,
+                began.elapsed().as_secs_f64()
+            );
+        }
     }
     let write_secs = began.elapsed().as_secs_f64();
     drop(store);
