@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         rounds += 1;
         ts += step;
-        if rounds % 500 == 0 {
+        if rounds.is_multiple_of(500) {
             eprintln!(
                 "{rounds} rounds, {:.2} days simulated, {:.0} s",
                 (ts - start) as f64 / 86_400.0,
