@@ -128,6 +128,21 @@ pub struct Config {
     pub request_head_timeout: Duration,
     /// Time a client has for the TLS handshake.
     pub tls_handshake_timeout: Duration,
+    // ---- metrics and history (docs/architecture.md, "Metrics and history")
+    /// Seconds between collector rounds; 0 turns the collector off.
+    pub metrics_interval_secs: u64,
+    /// How long raw points are kept, hours.
+    pub metrics_raw_retention_hours: u64,
+    /// How long 5-minute buckets are kept, hours.
+    pub metrics_5m_retention_hours: u64,
+    /// How long 15-minute buckets are kept, hours.
+    pub metrics_15m_retention_hours: u64,
+    /// How long 60-minute buckets are kept, days.
+    pub metrics_60m_retention_days: u64,
+    /// How long the per-minute status history is kept, days.
+    pub status_history_retention_days: u64,
+    /// Audit log entries older than this many days are deleted; 0 keeps them all.
+    pub audit_retention_days: u64,
 }
 
 impl Default for Config {
@@ -163,6 +178,13 @@ impl Default for Config {
             max_connections_per_ip: 2048,
             request_head_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            metrics_interval_secs: 15,
+            metrics_raw_retention_hours: 1,
+            metrics_5m_retention_hours: 6,
+            metrics_15m_retention_hours: 24,
+            metrics_60m_retention_days: 7,
+            status_history_retention_days: 7,
+            audit_retention_days: 90,
         }
     }
 }
@@ -200,6 +222,13 @@ pub const KEYS: &[&str] = &[
     "max_connections_per_ip",
     "request_head_timeout_secs",
     "tls_handshake_timeout_secs",
+    "metrics_interval_secs",
+    "metrics_raw_retention_hours",
+    "metrics_5m_retention_hours",
+    "metrics_15m_retention_hours",
+    "metrics_60m_retention_days",
+    "status_history_retention_days",
+    "audit_retention_days",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -467,6 +496,26 @@ impl Config {
             }
             "tls_handshake_timeout_secs" => {
                 self.tls_handshake_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
+            "metrics_interval_secs" => {
+                self.metrics_interval_secs = parse_range(key, value, 0, 3600)?
+            }
+            "metrics_raw_retention_hours" => {
+                self.metrics_raw_retention_hours = parse_range(key, value, 1, 7 * 24)?
+            }
+            "metrics_5m_retention_hours" => {
+                self.metrics_5m_retention_hours = parse_range(key, value, 1, 30 * 24)?
+            }
+            "metrics_15m_retention_hours" => {
+                self.metrics_15m_retention_hours = parse_range(key, value, 1, 90 * 24)?
+            }
+            "metrics_60m_retention_days" => {
+                self.metrics_60m_retention_days = parse_range(key, value, 1, 3650)?
+            }
+            "status_history_retention_days" => {
+                self.status_history_retention_days = parse_range(key, value, 1, 3650)?
+            }
+            "audit_retention_days" => {
+                self.audit_retention_days = parse_range(key, value, 0, 36500)?
             }
             _ => return Err(err("unknown key".into())),
         }
@@ -551,8 +600,27 @@ impl Config {
             "max_connections_per_ip" => self.max_connections_per_ip.to_string(),
             "request_head_timeout_secs" => self.request_head_timeout.as_secs().to_string(),
             "tls_handshake_timeout_secs" => self.tls_handshake_timeout.as_secs().to_string(),
+            "metrics_interval_secs" => self.metrics_interval_secs.to_string(),
+            "metrics_raw_retention_hours" => self.metrics_raw_retention_hours.to_string(),
+            "metrics_5m_retention_hours" => self.metrics_5m_retention_hours.to_string(),
+            "metrics_15m_retention_hours" => self.metrics_15m_retention_hours.to_string(),
+            "metrics_60m_retention_days" => self.metrics_60m_retention_days.to_string(),
+            "status_history_retention_days" => self.status_history_retention_days.to_string(),
+            "audit_retention_days" => self.audit_retention_days.to_string(),
             _ => return None,
         })
+    }
+
+    /// History retention in the store's terms.
+    pub fn retention(&self) -> crate::store::Retention {
+        let h = |n: u64| i64::try_from(n * 3600).unwrap_or(i64::MAX);
+        crate::store::Retention {
+            raw_secs: h(self.metrics_raw_retention_hours),
+            min5_secs: h(self.metrics_5m_retention_hours),
+            min15_secs: h(self.metrics_15m_retention_hours),
+            min60_secs: h(self.metrics_60m_retention_days * 24),
+            status_secs: h(self.status_history_retention_days * 24),
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod users;
 
@@ -54,6 +55,14 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{id}/rebuild", post(apps::rebuild))
         .route("/apps/{id}/scale", post(apps::scale))
         .route("/apps/{id}/logs", get(apps::logs))
+        .route(
+            "/apps/{id}/status/history",
+            get(metrics::app_status_history),
+        )
+        .route("/metrics/system", get(metrics::system))
+        .route("/metrics/apps/{id}", get(metrics::app))
+        .route("/status/history", get(metrics::status_history))
+        .route("/audit", get(metrics::audit))
         .route(
             "/apps/{id}/upload",
             post(apps::upload).layer(DefaultBodyLimit::max(upload_limit)),

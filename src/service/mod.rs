@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod metrics;
 pub mod users;
 pub mod validate;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     /// Signalled when apps are created, changed or deleted, so the runtime republishes
     /// the proxy's routes (a new app answers 503, a deleted one 404, at once).
     pub apps_changed: Arc<tokio::sync::Notify>,
+    /// The collector's latest round (container and traffic samples), read lock-free.
+    pub metrics: crate::metrics::Latest,
     token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
 }
 
@@ -49,6 +52,7 @@ impl AppState {
             )),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             apps_changed: Arc::new(tokio::sync::Notify::new()),
+            metrics: crate::metrics::Latest::new(),
             store,
             spawner,
             config,
