@@ -305,11 +305,8 @@ impl Config {
                 toml::Value::Boolean(b) => b.to_string(),
                 // Tables: the string form of `webhooks` is JSON (also what
                 // RSP_WEBHOOKS takes).
-                toml::Value::Array(items) if *known == "webhooks" => {
-                    serde_json::to_string(&items).map_err(|e| {
-                        ConfigError::new(known, format!("cannot read the tables: {e}"))
-                    })?
-                }
+                toml::Value::Array(items) if *known == "webhooks" => serde_json::to_string(&items)
+                    .map_err(|e| ConfigError::new(known, format!("cannot read the tables: {e}")))?,
                 // A list of names reads naturally as an array: join it into the
                 // comma form every other layer uses.
                 toml::Value::Array(items) if *known == "acme_domains" => {
@@ -600,9 +597,8 @@ fn parse_webhooks(value: &str) -> Result<Vec<WebhookConfig>, String> {
     if value.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let hooks: Vec<WebhookConfig> = serde_json::from_str(value).map_err(|e| {
-        format!("expected a list of {{url, events, secret}} tables ({e})")
-    })?;
+    let hooks: Vec<WebhookConfig> = serde_json::from_str(value)
+        .map_err(|e| format!("expected a list of {{url, events, secret}} tables ({e})"))?;
     for (i, h) in hooks.iter().enumerate() {
         let n = i + 1;
         let rest = h
@@ -630,7 +626,9 @@ fn parse_webhooks(value: &str) -> Result<Vec<WebhookConfig>, String> {
             }
         }
         if h.secret.as_ref().is_some_and(|s| s.is_empty()) {
-            return Err(format!("webhook {n}: secret is empty; leave it out instead"));
+            return Err(format!(
+                "webhook {n}: secret is empty; leave it out instead"
+            ));
         }
     }
     Ok(hooks)
@@ -761,6 +759,57 @@ mod tests {
         assert_eq!(cfg.threads, 3, "file beats default");
         assert_eq!(cfg.listen.port(), 9001, "env beats file");
         assert_eq!(cfg.data_dir, PathBuf::from("/flag"), "flag beats env");
+    }
+
+    #[test]
+    fn webhooks_from_toml_tables_and_env_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "metrics_listen = \"10.0.0.5:9464\"\nwebhook_dedup_secs = 60\n\
+             [[webhooks]]\nurl = \"https://hooks.example.org/x\"\nevents = [\"app.crashed\", \"app.recovered\"]\nsecret = \"s3cret\"\n\
+             [[webhooks]]\nurl = \"http://10.0.0.9:8080/alerts\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.metrics_listen.unwrap().port(), 9464);
+        assert_eq!(cfg.webhook_dedup.as_secs(), 60);
+        assert_eq!(cfg.webhooks.len(), 2);
+        assert_eq!(cfg.webhooks[0].events, vec!["app.crashed", "app.recovered"]);
+        assert_eq!(cfg.webhooks[0].secret.as_deref(), Some("s3cret"));
+        assert!(cfg.webhooks[1].events.is_empty() && cfg.webhooks[1].secret.is_none());
+        let shown = cfg.render_redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("secret = \"<redacted>\""), "{shown}");
+        // The printed form is valid TOML that loads back.
+        let file2 = dir.path().join("c2.toml");
+        std::fs::write(&file2, shown.replace("<redacted>", "x")).unwrap();
+        let again = Config::load(Some(&file2), env(&[]), &vec![]).unwrap();
+        assert_eq!(again.webhooks.len(), 2);
+
+        let cfg = Config::load(
+            None,
+            env(&[("RSP_WEBHOOKS", r#"[{"url":"http://127.0.0.1:1/"}]"#)]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.webhooks[0].url, "http://127.0.0.1:1/");
+        assert_eq!(cfg.metrics_listen, None, "off by default");
+
+        for (bad, why) in [
+            (r#"[{"url":"ftp://x/"}]"#, "not an http"),
+            (
+                r#"[{"url":"http://x/","events":["app.exploded"]}]"#,
+                "unknown event",
+            ),
+            (r#"[{"url":"http://x/","secret":""}]"#, "secret is empty"),
+            (r#"[{"url":"http://x/","sekret":"a"}]"#, "expected a list"),
+        ] {
+            let e = Config::load(None, env(&[("RSP_WEBHOOKS", bad)]), &vec![]).unwrap_err();
+            assert_eq!(e.key, "webhooks");
+            assert!(e.reason.contains(why), "{bad}: {}", e.reason);
+        }
     }
 
     #[test]

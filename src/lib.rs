@@ -12,6 +12,7 @@ pub mod images;
 pub mod logging;
 pub mod model;
 pub mod paths;
+pub mod prometheus;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

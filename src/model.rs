@@ -49,11 +49,25 @@ pub struct Session {
     pub expires_at: OffsetDateTime,
 }
 
+/// What an API token may do. Tokens stored before scopes existed read as `Full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Everything its user may do.
+    #[default]
+    Full,
+    /// Only `GET /metrics` (for a Prometheus server); refused everywhere else. Only
+    /// admins can create one, and it stops working if its user stops being admin.
+    Metrics,
+}
+
 /// An API token. Only the SHA-256 of the raw token is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiToken {
     pub id: Uuid,
     pub user_id: Uuid,
+    #[serde(default)]
+    pub scope: TokenScope,
     pub name: String,
     /// Lower-case hex SHA-256 of the raw token.
     pub token_hash: String,

@@ -719,6 +719,7 @@ fn store_token(h: &Harness, user_id: &str, expires_at: Option<OffsetDateTime>) -
     let token = ApiToken {
         id: Uuid::new_v4(),
         user_id: Uuid::parse_str(user_id).unwrap(),
+        scope: Default::default(),
         name: "direct".into(),
         token_hash: secrets::token_hash(&raw),
         token_prefix: secrets::token_display_prefix(&raw),

@@ -273,10 +273,7 @@ fn docker_state_is_reported_and_lifecycle_needs_it() {
     // With the machine's Docker (required in CI), health says so.
     let docker_present = Path::new("/var/run/docker.sock").exists();
     if !docker_present {
-        assert!(
-            !support::in_ci(),
-            "CI needs a Docker daemon"
-        );
+        assert!(!support::in_ci(), "CI needs a Docker daemon");
         eprintln!("Docker socket missing: skipping the docker:true half (not CI)");
         return;
     }

@@ -205,7 +205,12 @@ impl std::fmt::Debug for Alerts {
 impl Default for Alerts {
     /// No webhooks: events are only logged.
     fn default() -> Self {
-        Alerts::new(Vec::new(), Duration::from_secs(300), 100, RetryPolicy::default())
+        Alerts::new(
+            Vec::new(),
+            Duration::from_secs(300),
+            100,
+            RetryPolicy::default(),
+        )
     }
 }
 
@@ -288,7 +293,10 @@ impl Alerts {
             if let Some(at) = last.get(&key) {
                 if now.saturating_duration_since(*at) < self.inner.dedup {
                     self.inner.suppressed.fetch_add(1, Relaxed);
-                    tracing::debug!(event = event.event.as_str(), "alert repeated within the de-duplication window; not sent again");
+                    tracing::debug!(
+                        event = event.event.as_str(),
+                        "alert repeated within the de-duplication window; not sent again"
+                    );
                     return false;
                 }
             }

@@ -47,9 +47,10 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .build();
-        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector);
         Ok(Client { http })
     }
 
@@ -131,7 +132,10 @@ pub(super) async fn run(
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 alerts.lost(n);
-                log.warn(&hook.url, &format!("fell behind; {n} oldest alert(s) dropped"));
+                log.warn(
+                    &hook.url,
+                    &format!("fell behind; {n} oldest alert(s) dropped"),
+                );
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -159,7 +163,12 @@ pub(super) async fn run(
 }
 
 /// Deliver one event with retries; the result for the history.
-async fn deliver(alerts: &Alerts, client: &Client, hook: &WebhookConfig, event: &Event) -> Delivery {
+async fn deliver(
+    alerts: &Alerts,
+    client: &Client,
+    hook: &WebhookConfig,
+    event: &Event,
+) -> Delivery {
     let policy = alerts.policy();
     let id = alerts.next_delivery_id();
     let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::model::TokenScope;
 use crate::service::{auth, AppState, ClientMeta, Principal};
 
 /// Name of the session cookie.
@@ -25,6 +26,11 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         if let Some(raw) = bearer(&parts.headers) {
             return match auth::token_principal(state, raw).await? {
+                Some(p) if p.scope != TokenScope::Full => {
+                    Err(ApiError::from(crate::service::ServiceError::Forbidden(
+                        "This token is limited to /metrics; use a full token or log in".into(),
+                    )))
+                }
                 Some(p) => Ok(Auth(p)),
                 None => Err(ApiError::unauthenticated()),
             };
@@ -38,7 +44,7 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

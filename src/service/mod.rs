@@ -33,6 +33,9 @@ pub struct AppState {
     /// Signalled when apps are created, changed or deleted, so the runtime republishes
     /// the proxy's routes (a new app answers 503, a deleted one 404, at once).
     pub apps_changed: Arc<tokio::sync::Notify>,
+    /// What `/metrics` and the alert API read (the proxy's routes and counters, the
+    /// alert handle, the TLS certificate). The server fills it; the default is empty.
+    pub observe: crate::prometheus::Sources,
     token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
 }
 
@@ -49,6 +52,7 @@ impl AppState {
             )),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             apps_changed: Arc::new(tokio::sync::Notify::new()),
+            observe: Default::default(),
             store,
             spawner,
             config,
@@ -65,6 +69,8 @@ pub struct Principal {
     pub session_id: Option<String>,
     /// The token id when authenticated by bearer token.
     pub token_id: Option<Uuid>,
+    /// What the credential allows (`Full` for sessions).
+    pub scope: crate::model::TokenScope,
 }
 
 impl Principal {

@@ -206,10 +206,8 @@ impl BuildStats {
         let secs = d.as_secs_f64();
         let i = BUILD_BOUNDS_SECS.partition_point(|&b| (b as f64) < secs);
         self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_ms.fetch_add(
-            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            Relaxed,
-        );
+        self.sum_ms
+            .fetch_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX), Relaxed);
     }
 
     pub fn snapshot(&self) -> BuildStatsSnapshot {

@@ -235,10 +235,13 @@ impl DockerSpawner {
             let reason = reason.clone();
             self.inner.builds.failure();
             // Nobody listening is fine.
-            let _ = self.inner.build_failures.send(crate::spawner::BuildFailure {
-                app_id: app,
-                reason: reason.clone(),
-            });
+            let _ = self
+                .inner
+                .build_failures
+                .send(crate::spawner::BuildFailure {
+                    app_id: app,
+                    reason: reason.clone(),
+                });
             self.mutate(|s| s.entry(app).build_error = Some(reason));
         }
     }
