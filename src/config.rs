@@ -112,6 +112,21 @@ pub struct Config {
     pub acme_ca_file: Option<PathBuf>,
     /// `Strict-Transport-Security: max-age=…` on HTTPS responses; 0 = no header.
     pub hsts_max_age_secs: u64,
+    // ---- metrics and history (docs/architecture.md, "Metrics and history")
+    /// Seconds between collector rounds; 0 turns the collector off.
+    pub metrics_interval_secs: u64,
+    /// How long raw points are kept, hours.
+    pub metrics_raw_retention_hours: u64,
+    /// How long 5-minute buckets are kept, hours.
+    pub metrics_5m_retention_hours: u64,
+    /// How long 15-minute buckets are kept, hours.
+    pub metrics_15m_retention_hours: u64,
+    /// How long 60-minute buckets are kept, days.
+    pub metrics_60m_retention_days: u64,
+    /// How long the per-minute status history is kept, days.
+    pub status_history_retention_days: u64,
+    /// Audit log entries older than this many days are deleted; 0 keeps them all.
+    pub audit_retention_days: u64,
     // --- observability: Prometheus and alert webhooks (issue #9 part B) ---
     /// An extra plain listener serving only `/metrics`, without authentication (for a
     /// private network); off when `None`.
@@ -165,6 +180,13 @@ impl Default for Config {
             acme_directory: LETS_ENCRYPT_PRODUCTION.to_string(),
             acme_ca_file: None,
             hsts_max_age_secs: 0,
+            metrics_interval_secs: 15,
+            metrics_raw_retention_hours: 1,
+            metrics_5m_retention_hours: 6,
+            metrics_15m_retention_hours: 24,
+            metrics_60m_retention_days: 7,
+            status_history_retention_days: 7,
+            audit_retention_days: 90,
             metrics_listen: None,
             webhooks: Vec::new(),
             webhook_dedup: Duration::from_secs(300),
@@ -200,6 +222,13 @@ pub const KEYS: &[&str] = &[
     "acme_directory",
     "acme_ca_file",
     "hsts_max_age_secs",
+    "metrics_interval_secs",
+    "metrics_raw_retention_hours",
+    "metrics_5m_retention_hours",
+    "metrics_15m_retention_hours",
+    "metrics_60m_retention_days",
+    "status_history_retention_days",
+    "audit_retention_days",
     "metrics_listen",
     "webhooks",
     "webhook_dedup_secs",
@@ -453,6 +482,27 @@ impl Config {
                 // Two years is what the HSTS preload list asks for; more is a typo.
                 self.hsts_max_age_secs = parse_range(key, value, 0, 2 * 365 * 24 * 3600)?
             }
+            "metrics_interval_secs" => {
+                self.metrics_interval_secs = parse_range(key, value, 0, 3600)?
+            }
+            "metrics_raw_retention_hours" => {
+                self.metrics_raw_retention_hours = parse_range(key, value, 1, 7 * 24)?
+            }
+            "metrics_5m_retention_hours" => {
+                self.metrics_5m_retention_hours = parse_range(key, value, 1, 30 * 24)?
+            }
+            "metrics_15m_retention_hours" => {
+                self.metrics_15m_retention_hours = parse_range(key, value, 1, 90 * 24)?
+            }
+            "metrics_60m_retention_days" => {
+                self.metrics_60m_retention_days = parse_range(key, value, 1, 3650)?
+            }
+            "status_history_retention_days" => {
+                self.status_history_retention_days = parse_range(key, value, 1, 3650)?
+            }
+            "audit_retention_days" => {
+                self.audit_retention_days = parse_range(key, value, 0, 36500)?
+            }
             "metrics_listen" => {
                 let v = value.trim();
                 self.metrics_listen = if v.is_empty() || v == "off" {
@@ -546,6 +596,13 @@ impl Config {
                     .map(|p| quote(&p.to_string_lossy()))
             }
             "hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
+            "metrics_interval_secs" => self.metrics_interval_secs.to_string(),
+            "metrics_raw_retention_hours" => self.metrics_raw_retention_hours.to_string(),
+            "metrics_5m_retention_hours" => self.metrics_5m_retention_hours.to_string(),
+            "metrics_15m_retention_hours" => self.metrics_15m_retention_hours.to_string(),
+            "metrics_60m_retention_days" => self.metrics_60m_retention_days.to_string(),
+            "status_history_retention_days" => self.status_history_retention_days.to_string(),
+            "audit_retention_days" => self.audit_retention_days.to_string(),
             "metrics_listen" => return self.metrics_listen.map(|a| quote(&a.to_string())),
             "webhooks" if self.webhooks.is_empty() => return None,
             // Inline tables; secrets are never printed.
@@ -573,6 +630,18 @@ impl Config {
             "webhook_history" => self.webhook_history.to_string(),
             _ => return None,
         })
+    }
+
+    /// History retention in the store's terms.
+    pub fn retention(&self) -> crate::store::Retention {
+        let h = |n: u64| i64::try_from(n * 3600).unwrap_or(i64::MAX);
+        crate::store::Retention {
+            raw_secs: h(self.metrics_raw_retention_hours),
+            min5_secs: h(self.metrics_5m_retention_hours),
+            min15_secs: h(self.metrics_15m_retention_hours),
+            min60_secs: h(self.metrics_60m_retention_days * 24),
+            status_secs: h(self.status_history_retention_days * 24),
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {

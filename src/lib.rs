@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod images;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod paths;
 pub mod prometheus;

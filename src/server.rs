@@ -339,6 +339,22 @@ impl BackgroundService for ControlPlane {
         if let Some(l) = open_metrics {
             tokio::spawn(serve_open_metrics(l, state.clone(), shutdown.clone()));
         }
+        if self.config.metrics_interval_secs > 0 {
+            tokio::spawn(crate::metrics::collector::run(
+                crate::metrics::collector::Collector {
+                    spawner: spawner.clone(),
+                    routes: self.routes.clone(),
+                    store: self.store.clone(),
+                    latest: state.metrics.clone(),
+                    interval: std::time::Duration::from_secs(self.config.metrics_interval_secs),
+                    retention: self.config.retention(),
+                    audit_retention: (self.config.audit_retention_days > 0).then(|| {
+                        std::time::Duration::from_secs(self.config.audit_retention_days * 86_400)
+                    }),
+                },
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(runtime::run(
             runtime::Runtime {
                 store: self.store.clone(),

@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod prometheus;
 pub mod users;
@@ -58,6 +59,14 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{id}/scale", post(apps::scale))
         .route("/apps/{id}/logs", get(apps::logs))
         .route("/alerts/deliveries", get(alerts::deliveries))
+        .route(
+            "/apps/{id}/status/history",
+            get(metrics::app_status_history),
+        )
+        .route("/metrics/system", get(metrics::system))
+        .route("/metrics/apps/{id}", get(metrics::app))
+        .route("/status/history", get(metrics::status_history))
+        .route("/audit", get(metrics::audit))
         .route(
             "/apps/{id}/upload",
             post(apps::upload).layer(DefaultBodyLimit::max(upload_limit)),

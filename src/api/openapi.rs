@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, apps, auth, dto, health, prometheus, users};
+use super::{alerts, apps, auth, dto, health, metrics, prometheus, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,13 +16,16 @@ use super::{alerts, apps, auth, dto, health, prometheus, users};
         users::list, users::create, users::update, users::delete,
         apps::r_versions, apps::create, apps::list, apps::get, apps::update, apps::delete,
         apps::start, apps::stop, apps::restart, apps::rebuild, apps::scale, apps::logs, apps::upload,
+        metrics::system, metrics::app, metrics::status_history, metrics::app_status_history,
+        metrics::audit,
         prometheus::metrics, alerts::deliveries,
     ),
     components(schemas(dto::ErrorDto, crate::spawner::AppStatus, crate::spawner::ContainerInfo,
         crate::model::TokenScope, crate::alerts::EventKind)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),
-    tags((name = "auth"), (name = "users"), (name = "apps"), (name = "health"), (name = "metrics"), (name = "alerts")),
+    tags((name = "auth"), (name = "users"), (name = "apps"), (name = "health"),
+        (name = "metrics"), (name = "audit"), (name = "alerts")),
 )]
 pub struct ApiDoc;
 

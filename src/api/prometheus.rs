@@ -53,7 +53,8 @@ pub async fn metrics(State(state): State<AppState>, _who: MetricsReader) -> Resp
 }
 
 async fn exposition(state: &AppState) -> Response {
-    let body = crate::prometheus::render(&state.observe, state.spawner.as_ref()).await;
+    let body =
+        crate::prometheus::render(&state.observe, state.spawner.as_ref(), &state.metrics).await;
     (
         [(header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)],
         body,

@@ -6,6 +6,8 @@
 //!   `ArcSwap` load and relaxed loads; the data path is not touched or locked);
 //! - app status from the spawner's in-memory view (`Spawner::runtimes`, read before
 //!   encoding because it is async), build counts and durations (`Spawner::build_stats`);
+//! - container CPU and memory from the collector's latest round (`metrics::Latest`,
+//!   an `ArcSwap` load; absent until the first round reached Docker);
 //! - the served certificate's notAfter (`tls::CertResolver`);
 //! - alert counters (`alerts::Alerts::stats`);
 //! - the process itself (`process.rs`).
@@ -74,10 +76,15 @@ struct Scrape {
     alerts: AlertStats,
     process: process::ProcessStats,
     started: SystemTime,
+    latest: Arc<crate::metrics::Snapshot>,
 }
 
 /// Render the whole exposition.
-pub async fn render(sources: &Sources, spawner: &dyn Spawner) -> String {
+pub async fn render(
+    sources: &Sources,
+    spawner: &dyn Spawner,
+    latest: &crate::metrics::Latest,
+) -> String {
     let docker_up = spawner.ping().await.is_ok();
     let runtimes = spawner.runtimes().await;
     let apps = sources
@@ -110,6 +117,7 @@ pub async fn render(sources: &Sources, spawner: &dyn Spawner) -> String {
         alerts: sources.alerts.stats(),
         process: process::ProcessStats::read(),
         started: sources.started,
+        latest: latest.load(),
     };
     encode(scrape)
 }
@@ -348,6 +356,88 @@ impl Collector for Scrape {
             b.duration_counts.iter().sum(),
             &buckets,
             None,
+        )?;
+
+        // Containers, from the collector's latest round.
+        let mut samples: Vec<&crate::metrics::AppSample> = self
+            .latest
+            .apps
+            .values()
+            .filter(|a| a.containers > 0)
+            .collect();
+        samples.sort_by(|a, b| a.slug.cmp(&b.slug));
+        let labels = |a: &crate::metrics::AppSample| -> Labels {
+            [("app", a.slug.clone()), ("app_id", a.app_id.to_string())]
+        };
+        gauge(samples.iter().map(|a| (labels(a), a.cpu_percent / 100.0)).collect()).write(
+            &mut enc,
+            "rserve_proxy_app_cpu_cores",
+            "CPU the app's replicas used over the last collector interval, in cores (0.5 = half a core)",
+        )?;
+        gauge(
+            samples
+                .iter()
+                .map(|a| (labels(a), a.memory_bytes))
+                .collect(),
+        )
+        .write(
+            &mut enc,
+            "rserve_proxy_app_memory_bytes",
+            "Memory the app's replicas use, without page cache",
+        )?;
+        gauge(
+            samples
+                .iter()
+                .map(|a| (labels(a), a.memory_limit_bytes))
+                .collect(),
+        )
+        .write(
+            &mut enc,
+            "rserve_proxy_app_memory_limit_bytes",
+            "Sum of the memory limits of the app's replicas",
+        )?;
+        gauge(
+            samples
+                .iter()
+                .map(|a| (labels(a), u64::from(a.containers)))
+                .collect(),
+        )
+        .write(
+            &mut enc,
+            "rserve_proxy_app_containers",
+            "Running replicas sampled in the last collector round",
+        )?;
+        if let Some(sys) = &self.latest.system {
+            single(
+                &mut enc,
+                "rserve_proxy_host_cpus",
+                "CPU cores of the Docker host",
+                MetricType::Gauge,
+                u64::from(sys.host_cpus),
+            )?;
+            single(
+                &mut enc,
+                "rserve_proxy_containers_active",
+                "Running app containers in the last collector round",
+                MetricType::Gauge,
+                u64::from(sys.active_containers),
+            )?;
+        }
+        if let Some(at) = self.latest.collected_at {
+            single(
+                &mut enc,
+                "rserve_proxy_collector_last_round_timestamp_seconds",
+                "When the collector last ran (Unix time)",
+                MetricType::Gauge,
+                at.unix_timestamp() as f64,
+            )?;
+        }
+        single(
+            &mut enc,
+            "rserve_proxy_collector_docker_calls",
+            "Docker API calls the collector made",
+            MetricType::Counter,
+            self.latest.collector.docker_calls,
         )?;
 
         single(

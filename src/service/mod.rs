@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod metrics;
 pub mod users;
 pub mod validate;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     /// Signalled when apps are created, changed or deleted, so the runtime republishes
     /// the proxy's routes (a new app answers 503, a deleted one 404, at once).
     pub apps_changed: Arc<tokio::sync::Notify>,
+    /// The collector's latest round (container and traffic samples), read lock-free.
+    pub metrics: crate::metrics::Latest,
     /// What `/metrics` and the alert API read (the proxy's routes and counters, the
     /// alert handle, the TLS certificate). The server fills it; the default is empty.
     pub observe: crate::prometheus::Sources,
@@ -52,6 +55,7 @@ impl AppState {
             )),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             apps_changed: Arc::new(tokio::sync::Notify::new()),
+            metrics: crate::metrics::Latest::new(),
             observe: Default::default(),
             store,
             spawner,

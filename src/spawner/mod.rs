@@ -151,6 +151,29 @@ pub struct ReconcileReport {
     pub vanished: Vec<Uuid>,
 }
 
+/// One replica's resource counters read at one moment (one-shot: no waiting for a
+/// second reading). CPU and network are cumulative; the caller keeps the previous
+/// reading and takes deltas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// Short (12 character) container id.
+    pub container_id: String,
+    /// CPU time the container used since it started, nanoseconds.
+    pub cpu_total_ns: u64,
+    /// The host's CPU time (all cores) at the same moment, nanoseconds; `None` when
+    /// the backend does not report it.
+    pub system_cpu_ns: Option<u64>,
+    /// CPU cores the host has online.
+    pub online_cpus: u32,
+    /// Memory in use without the page cache, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (0 when none is reported).
+    pub memory_limit_bytes: u64,
+    /// Bytes received / sent on all interfaces since the container started.
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+}
+
 /// Which log to stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogSource {
@@ -297,6 +320,17 @@ pub trait Spawner: Send + Sync + 'static {
     /// Replicas of known apps are adopted as they are (never restarted); replicas and
     /// images of unknown apps are removed.
     async fn reconcile(&self, known: &HashSet<Uuid>) -> Result<ReconcileReport, SpawnerError>;
+
+    /// Resource counters of one running replica (by the `container_id` of its
+    /// [`ContainerInfo`]), read once without streaming. `Ok(None)` when the container
+    /// is gone or not running; `Unavailable` when the backend cannot be reached.
+    /// Callers bound concurrency and time. Backends without stats answer `Ok(None)`.
+    async fn container_stats(
+        &self,
+        _container_id: &str,
+    ) -> Result<Option<ContainerStats>, SpawnerError> {
+        Ok(None)
+    }
 
     /// Builds since this backend started (counts and durations), for metrics.
     fn build_stats(&self) -> BuildStatsSnapshot {

@@ -165,7 +165,7 @@ fn fresh_file_gets_current_version_and_parent_dirs() {
     let path = dir.path().join("a/b/state.redb");
     let store = Store::open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(Store::SCHEMA_VERSION, 2);
+    assert_eq!(Store::SCHEMA_VERSION, 3);
     assert_eq!(store.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert_eq!(store.user_count().unwrap(), 0);
     assert!(store.list_apps(None).unwrap().is_empty());

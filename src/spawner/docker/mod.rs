@@ -23,6 +23,7 @@ mod build;
 pub mod image;
 mod replicas;
 mod state;
+mod stats;
 mod watcher;
 
 use async_trait::async_trait;
@@ -49,7 +50,8 @@ use self::image::{ImageInputs, Installer, SourceId};
 use self::state::{Phase, Replica, State};
 use self::watcher::replica_from;
 use super::{
-    AppRuntime, AppSpec, AppStatus, LogSource, LogStream, ReconcileReport, Spawner, SpawnerError,
+    AppRuntime, AppSpec, AppStatus, ContainerStats, LogSource, LogStream, ReconcileReport, Spawner,
+    SpawnerError,
 };
 use crate::model::CodeSource;
 
@@ -608,6 +610,13 @@ impl Spawner for DockerSpawner {
         let probes: Vec<String> = probes.into_iter().filter_map(|c| c.id).collect();
         self.remove_containers(&docker, None, &probes).await?;
         Ok(report)
+    }
+
+    async fn container_stats(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<ContainerStats>, SpawnerError> {
+        self.one_shot_stats(container_id).await
     }
 }
 
