@@ -4,6 +4,8 @@
 
 /// Test certificates for TLS (files mode).
 pub mod certs;
+/// A real HTTP receiver for alert webhooks.
+pub mod receiver;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
 pub mod qap;
 
