@@ -126,8 +126,16 @@ fn no_signature_without_a_secret_and_events_are_filtered() {
         ],
         Duration::from_secs(300),
     );
-    alerts.publish(Event::new(EventKind::DockerUnreachable, None, "socket gone"));
-    alerts.publish(Event::new(EventKind::BuildFailed, Some(app()), "syntax error"));
+    alerts.publish(Event::new(
+        EventKind::DockerUnreachable,
+        None,
+        "socket gone",
+    ));
+    alerts.publish(Event::new(
+        EventKind::BuildFailed,
+        Some(app()),
+        "syntax error",
+    ));
     let got = all.wait_for(2, Duration::from_secs(10));
     assert_eq!(got.len(), 2);
     assert!(!got[0].headers.contains_key("x-rserve-proxy-signature"));
@@ -150,7 +158,11 @@ fn a_flapping_app_sends_one_alert_per_event_per_window() {
         alerts.publish(Event::new(EventKind::AppCrashed, Some(a.clone()), "crash"));
         alerts.publish(Event::new(EventKind::AppRecovered, Some(a.clone()), "ok"));
     }
-    alerts.publish(Event::new(EventKind::AppCrashed, Some(other.clone()), "crash"));
+    alerts.publish(Event::new(
+        EventKind::AppCrashed,
+        Some(other.clone()),
+        "crash",
+    ));
     let got = rx.wait_for(3, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     let got_now = rx.received();
@@ -189,7 +201,11 @@ fn a_dead_receiver_delays_nobody_and_is_given_up_on() {
     let t0 = Instant::now();
     for i in 0..3 {
         assert!(
-            alerts.publish(Event::new(EventKind::AppCrashed, Some(app()), format!("{i}"))),
+            alerts.publish(Event::new(
+                EventKind::AppCrashed,
+                Some(app()),
+                format!("{i}")
+            )),
             "publishing returns at once"
         );
     }
@@ -212,6 +228,12 @@ fn a_dead_receiver_delays_nobody_and_is_given_up_on() {
         .filter(|d| d.url == dead)
         .collect();
     assert_eq!(failed.len(), 3);
-    assert!(failed.iter().all(|d| !d.ok && d.attempts == 4 && d.status_code.is_none()));
-    assert!(failed[0].error.as_deref().unwrap().contains("onnect"), "{:?}", failed[0].error);
+    assert!(failed
+        .iter()
+        .all(|d| !d.ok && d.attempts == 4 && d.status_code.is_none()));
+    assert!(
+        failed[0].error.as_deref().unwrap().contains("onnect"),
+        "{:?}",
+        failed[0].error
+    );
 }

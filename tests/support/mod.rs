@@ -4,10 +4,10 @@
 
 /// Test certificates for TLS (files mode).
 pub mod certs;
-/// A real HTTP receiver for alert webhooks.
-pub mod receiver;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
 pub mod qap;
+/// A real HTTP receiver for alert webhooks.
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
