@@ -9,7 +9,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use prometheus_parse::{Scrape, Value};
 use reqwest::blocking::Client;
 use serde_json::json;
