@@ -237,3 +237,21 @@ impl StoredCertificate {
         format!("{directory} {}", sorted.join(","))
     }
 }
+
+#[cfg(test)]
+mod token_scope_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_stored_before_scopes_read_as_full() {
+        let old = r#"{"id":"6f1c3e2a-8a4c-4d84-9a43-0b7e3f7f4f11","user_id":"6f1c3e2a-8a4c-4d84-9a43-0b7e3f7f4f12",
+            "name":"ci","token_hash":"ab","token_prefix":"rsp_abcdefgh","expires_at":null,
+            "last_used_at":null,"created_at":"2026-01-01T00:00:00Z"}"#;
+        let t: ApiToken = serde_json::from_str(old).unwrap();
+        assert_eq!(t.scope, TokenScope::Full);
+        let mut m = t.clone();
+        m.scope = TokenScope::Metrics;
+        let back: ApiToken = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back.scope, TokenScope::Metrics);
+    }
+}
