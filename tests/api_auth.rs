@@ -440,6 +440,7 @@ async fn token_creation_returns_the_raw_token_once() {
             "token",
             "tokenPrefix",
             "userId",
+            "scope",
             "expiresAt",
             "lastUsedAt",
             "createdAt"
@@ -452,6 +453,7 @@ async fn token_creation_returns_the_raw_token_once() {
     assert_eq!(t["tokenPrefix"], &raw[..12]);
     assert_eq!(t["name"], "deploy");
     assert_eq!(t["userId"], admin_id.as_str());
+    assert_eq!(t["scope"], "full", "full access unless asked otherwise");
     assert_eq!(t["expiresAt"], Value::Null);
     assert_eq!(t["lastUsedAt"], Value::Null);
     ts(&t["createdAt"]);
