@@ -106,7 +106,7 @@ def main():
     if args.quick:
         args.repeat, args.msgs, args.wrk_secs = 1, 300, 2
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--bin", "rserve-proxy", "--example", "wsbench"],
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "rserve-proxy", "--example", "wsbench"],
                        cwd=dp.ROOT, check=True)
     for tool in ("wrk",):
         if not dp.shutil.which(tool):
