@@ -101,12 +101,19 @@ def main():
     ap.add_argument("--max-minutes", type=int, default=20)
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--debug", action="store_true",
+                    help="use the debug builds (only to try the harness: absolute numbers mean nothing)")
     ap.add_argument("--out", default=os.path.join(dp.ROOT, "bench/results"))
     args = ap.parse_args()
     if args.quick:
         args.repeat, args.msgs, args.wrk_secs = 1, 300, 2
+    profile = ["--release"]
+    if args.debug:
+        profile = []
+        dp.WSBENCH = os.path.join(dp.TARGET_DIR, "debug/examples/wsbench")
+        dp.RSP_BIN = os.path.join(dp.TARGET_DIR, "debug/rserve-proxy")
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "rserve-proxy", "--example", "wsbench"],
+        subprocess.run(["cargo", "build", *profile, "--locked", "--bin", "rserve-proxy", "--example", "wsbench"],
                        cwd=dp.ROOT, check=True)
     for tool in ("wrk",):
         if not dp.shutil.which(tool):
@@ -114,7 +121,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="rsp-metrics-bench-")
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": " ".join(shlex.quote(a) for a in ["python3", "bench/metrics_scrape.py", *sys.argv[1:]]),
-            "machine": dp.machine(), "loadavg_start": dp.loadavg()}
+            "machine": dp.machine(), "loadavg_start": dp.loadavg(),
+            "build": "debug" if args.debug else "release"}
     try:
         bproc, bport = dp.start_backend(args, tmp)
         p, port, why = dp.start_rserve_proxy(args, tmp, bport)
@@ -146,7 +154,7 @@ def main():
     times = [x for s in scrapes for x in s["times"]]
     sizes = [x for s in scrapes for x in s["sizes"]]
     errors = sum(s["errors"] for s in scrapes)
-    out = [f"Run {meta['date']} on {meta['machine']}; `{meta['command']}`; "
+    out = [f"Run {meta['date']} on {meta['machine']} ({meta['build']} build); `{meta['command']}`; "
            f"load average {meta['loadavg_start']} → {meta.get('loadavg_end')}.", "",
            f"{args.conns} WebSockets × {args.msgs} × {args.size}-byte echoes per phase, then "
            f"wrk -t1 -c{args.wrk_conns} -d{args.wrk_secs}s; {args.repeat} rounds of each condition "
