@@ -38,11 +38,10 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("post", "/api/apps/{id}/scale", false),
     ("get", "/api/apps/{id}/logs", false),
     ("post", "/api/apps/{id}/upload", false),
-    // Metrics and history (issue #9 part A).
+    ("get", "/api/apps/{id}/status/history", false),
     ("get", "/api/metrics/system", false),
     ("get", "/api/metrics/apps/{id}", false),
     ("get", "/api/status/history", false),
-    ("get", "/api/apps/{id}/status/history", false),
     ("get", "/api/audit", false),
     // Prometheus and alerts (issue #9 part B).
     ("get", "/metrics", false),

@@ -32,7 +32,7 @@ pub const CONCURRENCY: usize = 8;
 /// Longest wait for one container's stats.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rows deleted per pruning transaction (each takes well under a few ms).
-const PRUNE_BATCH: usize = 500;
+const PRUNE_BATCH: usize = 200;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Collector {

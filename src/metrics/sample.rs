@@ -242,8 +242,10 @@ mod tests {
     fn latest_swaps() {
         let l = Latest::new();
         assert!(l.load().system.is_none());
-        let mut s = Snapshot::default();
-        s.collected_at = Some(OffsetDateTime::UNIX_EPOCH);
+        let s = Snapshot {
+            collected_at: Some(OffsetDateTime::UNIX_EPOCH),
+            ..Default::default()
+        };
         l.clone().publish(s.clone());
         assert_eq!(*l.load(), s);
     }

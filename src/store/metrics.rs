@@ -23,6 +23,9 @@ use crate::metrics::maths::{status_slot, Bucket, Point, Resolution, MINUTES_PER_
 use crate::metrics::HistoryStatus;
 use crate::model::AuditEntry;
 
+/// An app's stored status rows: (start of the hour, one status byte per minute).
+pub type StatusRows = Vec<(i64, [u8; MINUTES_PER_ROW])>;
+
 /// The series id of the system-wide figures.
 pub const SYSTEM_SERIES: Uuid = Uuid::nil();
 
@@ -202,7 +205,7 @@ impl Store {
         apps: &[Uuid],
         from: i64,
         to: i64,
-    ) -> Result<HashMap<Uuid, Vec<(i64, [u8; MINUTES_PER_ROW])>>> {
+    ) -> Result<HashMap<Uuid, StatusRows>> {
         let first_hour = status_slot(from).0;
         self.read("status_rows", |txn| {
             let t = txn.open_table(STATUS_HISTORY)?;

@@ -301,3 +301,31 @@ fn audit_query_filters_pages_and_prunes() {
     store.record(&AuditEntry::new(None, "x", None)).unwrap();
     assert_eq!(store.query_audit(&all, None, 1).unwrap().entries[0].0, 31);
 }
+
+#[test]
+fn v2_file_migrates_to_v3_with_history_tables() {
+    let (_d, path, store) = open();
+    store.record(&AuditEntry::new(None, "kept", None)).unwrap();
+    drop(store);
+    // Exactly what a v2 binary wrote: no history tables, stamped 2.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(super::tables::METRIC_POINTS).unwrap());
+        assert!(txn.delete_table(super::tables::STATUS_HISTORY).unwrap());
+        txn.open_table(super::tables::META)
+            .unwrap()
+            .insert(super::migrate::VERSION_KEY, 2)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.list_audit(10).unwrap()[0].action, "kept");
+    let app = Uuid::new_v4();
+    store.write_metrics(T0, &[(app, point(1.0))]).unwrap();
+    store
+        .write_statuses(T0, &[(app, HistoryStatus::Running)])
+        .unwrap();
+    assert_eq!(store.metric_points(app, T0, T0 + 1).unwrap().len(), 1);
+}

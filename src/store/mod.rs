@@ -22,7 +22,7 @@ mod tables;
 mod tokens;
 mod users;
 
-pub use metrics::{AuditFilter, AuditPage, Retention, SYSTEM_SERIES};
+pub use metrics::{AuditFilter, AuditPage, Retention, StatusRows, SYSTEM_SERIES};
 
 #[cfg(test)]
 mod metrics_tests;

@@ -1042,7 +1042,8 @@ fn v1_file_migrates_to_v2_with_tls_tables() {
     assert_eq!(raw_version(&path), Some(1));
 
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    // v1 → v2 → … → current.
+    assert_eq!(store.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert_eq!(store.get_user(u.id).unwrap(), Some(u));
     // The new tables exist and work.
     assert_eq!(store.get_acme_account("https://ca/dir").unwrap(), None);
@@ -1052,7 +1053,7 @@ fn v1_file_migrates_to_v2_with_tls_tables() {
         .unwrap();
     assert_eq!(store.get_certificate(&c.name).unwrap(), Some(c));
     drop(store);
-    assert_eq!(raw_version(&path), Some(2));
+    assert_eq!(raw_version(&path), Some(Store::SCHEMA_VERSION));
 }
 
 #[test]
