@@ -43,6 +43,9 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("get", "/api/metrics/apps/{id}", false),
     ("get", "/api/status/history", false),
     ("get", "/api/audit", false),
+    // Prometheus and alerts (issue #9 part B).
+    ("get", "/metrics", false),
+    ("get", "/api/alerts/deliveries", false),
 ];
 
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];

@@ -36,6 +36,9 @@ pub struct AppState {
     pub apps_changed: Arc<tokio::sync::Notify>,
     /// The collector's latest round (container and traffic samples), read lock-free.
     pub metrics: crate::metrics::Latest,
+    /// What `/metrics` and the alert API read (the proxy's routes and counters, the
+    /// alert handle, the TLS certificate). The server fills it; the default is empty.
+    pub observe: crate::prometheus::Sources,
     token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
 }
 
@@ -53,6 +56,7 @@ impl AppState {
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             apps_changed: Arc::new(tokio::sync::Notify::new()),
             metrics: crate::metrics::Latest::new(),
+            observe: Default::default(),
             store,
             spawner,
             config,
@@ -69,6 +73,8 @@ pub struct Principal {
     pub session_id: Option<String>,
     /// The token id when authenticated by bearer token.
     pub token_id: Option<Uuid>,
+    /// What the credential allows (`Full` for sessions).
+    pub scope: crate::model::TokenScope,
 }
 
 impl Principal {

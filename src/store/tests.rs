@@ -74,6 +74,7 @@ fn token(user: &User, name: &str, minutes: i64) -> ApiToken {
     ApiToken {
         id: Uuid::new_v4(),
         user_id: user.id,
+        scope: Default::default(),
         name: name.to_string(),
         token_hash: format!("{:064x}", Uuid::new_v4().as_u128()),
         token_prefix: "rsp_abcdefgh".to_string(),

@@ -110,6 +110,10 @@ struct Inner {
     ops: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether a base image (by id) has pak.
     installers: Mutex<HashMap<String, Installer>>,
+    /// Builds since start, for metrics.
+    builds: crate::spawner::BuildStats,
+    /// Build failures as they happen, for alerts.
+    build_failures: tokio::sync::broadcast::Sender<crate::spawner::BuildFailure>,
 }
 
 /// What `cleanup_all` removed.
@@ -251,6 +255,8 @@ impl DockerSpawner {
                 changes,
                 ops: Mutex::new(HashMap::new()),
                 installers: Mutex::new(HashMap::new()),
+                builds: Default::default(),
+                build_failures: tokio::sync::broadcast::channel(64).0,
             }),
         }
     }
@@ -534,6 +540,16 @@ impl Spawner for DockerSpawner {
                 Ok(stream::select_all(streams).boxed())
             }
         }
+    }
+
+    fn build_stats(&self) -> crate::spawner::BuildStatsSnapshot {
+        self.inner.builds.snapshot()
+    }
+
+    fn build_failures(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::spawner::BuildFailure>> {
+        Some(self.inner.build_failures.subscribe())
     }
 
     async fn reconcile(&self, known: &HashSet<Uuid>) -> Result<ReconcileReport, SpawnerError> {
