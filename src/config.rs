@@ -532,6 +532,7 @@ impl Config {
             }
             "tls_handshake_timeout_secs" => {
                 self.tls_handshake_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
+            }
             "metrics_interval_secs" => {
                 self.metrics_interval_secs = parse_range(key, value, 0, 3600)?
             }
