@@ -112,8 +112,16 @@ fn unread_request_bodies_never_cost_the_next_request_a_502() {
     for i in 0..60 {
         let calls = [
             (trace.clone(), format!("/api/apps/{id}"), Some(body.clone())),
-            (reqwest::Method::POST, format!("/api/apps/{id}"), Some(body.clone())),
-            (reqwest::Method::POST, "/api/apps".into(), Some(body.clone())),
+            (
+                reqwest::Method::POST,
+                format!("/api/apps/{id}"),
+                Some(body.clone()),
+            ),
+            (
+                reqwest::Method::POST,
+                "/api/apps".into(),
+                Some(body.clone()),
+            ),
             (reqwest::Method::GET, "/api/health".into(), None),
         ];
         for (method, path, body) in calls {
