@@ -128,6 +128,45 @@ pub struct Config {
     pub request_head_timeout: Duration,
     /// Time a client has for the TLS handshake.
     pub tls_handshake_timeout: Duration,
+    // ---- metrics and history (docs/architecture.md, "Metrics and history")
+    /// Seconds between collector rounds; 0 turns the collector off.
+    pub metrics_interval_secs: u64,
+    /// How long raw points are kept, hours.
+    pub metrics_raw_retention_hours: u64,
+    /// How long 5-minute buckets are kept, hours.
+    pub metrics_5m_retention_hours: u64,
+    /// How long 15-minute buckets are kept, hours.
+    pub metrics_15m_retention_hours: u64,
+    /// How long 60-minute buckets are kept, days.
+    pub metrics_60m_retention_days: u64,
+    /// How long the per-minute status history is kept, days.
+    pub status_history_retention_days: u64,
+    /// Audit log entries older than this many days are deleted; 0 keeps them all.
+    pub audit_retention_days: u64,
+    // --- observability: Prometheus and alert webhooks (issue #9 part B) ---
+    /// An extra plain listener serving only `/metrics`, without authentication (for a
+    /// private network); off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Alert webhooks: where events are POSTed.
+    pub webhooks: Vec<WebhookConfig>,
+    /// The same event for the same app is sent at most once per this window.
+    pub webhook_dedup: Duration,
+    /// Deliveries kept for `GET /api/alerts/deliveries`.
+    pub webhook_history: usize,
+}
+
+/// One alert webhook (`[[webhooks]]` in the TOML file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL receiving a POST per event.
+    pub url: String,
+    /// Event names it wants (see `alerts::EventKind`); empty or absent = all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Key of the `X-Rserve-Proxy-Signature` HMAC; no signature without it. Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 impl Default for Config {
@@ -163,6 +202,17 @@ impl Default for Config {
             max_connections_per_ip: 2048,
             request_head_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            metrics_interval_secs: 15,
+            metrics_raw_retention_hours: 1,
+            metrics_5m_retention_hours: 6,
+            metrics_15m_retention_hours: 24,
+            metrics_60m_retention_days: 7,
+            status_history_retention_days: 7,
+            audit_retention_days: 90,
+            metrics_listen: None,
+            webhooks: Vec::new(),
+            webhook_dedup: Duration::from_secs(300),
+            webhook_history: 100,
         }
     }
 }
@@ -200,6 +250,17 @@ pub const KEYS: &[&str] = &[
     "max_connections_per_ip",
     "request_head_timeout_secs",
     "tls_handshake_timeout_secs",
+    "metrics_interval_secs",
+    "metrics_raw_retention_hours",
+    "metrics_5m_retention_hours",
+    "metrics_15m_retention_hours",
+    "metrics_60m_retention_days",
+    "status_history_retention_days",
+    "audit_retention_days",
+    "metrics_listen",
+    "webhooks",
+    "webhook_dedup_secs",
+    "webhook_history",
 ];
 
 const SECRET_KEYS: &[&str] = &["admin_password"];
@@ -299,6 +360,10 @@ impl Config {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                // Tables: the string form of `webhooks` is JSON (also what
+                // RSP_WEBHOOKS takes).
+                toml::Value::Array(items) if *known == "webhooks" => serde_json::to_string(&items)
+                    .map_err(|e| ConfigError::new(known, format!("cannot read the tables: {e}")))?,
                 // A list of names reads naturally as an array: join it into the
                 // comma form every other layer uses.
                 toml::Value::Array(items) if *known == "acme_domains" => {
@@ -468,6 +533,46 @@ impl Config {
             "tls_handshake_timeout_secs" => {
                 self.tls_handshake_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
             }
+            "metrics_interval_secs" => {
+                self.metrics_interval_secs = parse_range(key, value, 0, 3600)?
+            }
+            "metrics_raw_retention_hours" => {
+                self.metrics_raw_retention_hours = parse_range(key, value, 1, 7 * 24)?
+            }
+            "metrics_5m_retention_hours" => {
+                self.metrics_5m_retention_hours = parse_range(key, value, 1, 30 * 24)?
+            }
+            "metrics_15m_retention_hours" => {
+                self.metrics_15m_retention_hours = parse_range(key, value, 1, 90 * 24)?
+            }
+            "metrics_60m_retention_days" => {
+                self.metrics_60m_retention_days = parse_range(key, value, 1, 3650)?
+            }
+            "status_history_retention_days" => {
+                self.status_history_retention_days = parse_range(key, value, 1, 3650)?
+            }
+            "audit_retention_days" => {
+                self.audit_retention_days = parse_range(key, value, 0, 36500)?
+            }
+            "metrics_listen" => {
+                let v = value.trim();
+                self.metrics_listen = if v.is_empty() || v == "off" {
+                    None
+                } else {
+                    Some(v.parse().map_err(|_| {
+                        err(format!(
+                            "{value:?} is not an address with a port, like 10.0.0.5:9464 (or \"off\")"
+                        ))
+                    })?)
+                };
+            }
+            "webhooks" => self.webhooks = parse_webhooks(value).map_err(err)?,
+            "webhook_dedup_secs" => {
+                self.webhook_dedup = Duration::from_secs(parse_range(key, value, 0, 24 * 3600)?)
+            }
+            "webhook_history" => {
+                self.webhook_history = parse_range(key, value, 1, 100_000)? as usize
+            }
             _ => return Err(err("unknown key".into())),
         }
         Ok(())
@@ -551,8 +656,52 @@ impl Config {
             "max_connections_per_ip" => self.max_connections_per_ip.to_string(),
             "request_head_timeout_secs" => self.request_head_timeout.as_secs().to_string(),
             "tls_handshake_timeout_secs" => self.tls_handshake_timeout.as_secs().to_string(),
+            "metrics_interval_secs" => self.metrics_interval_secs.to_string(),
+            "metrics_raw_retention_hours" => self.metrics_raw_retention_hours.to_string(),
+            "metrics_5m_retention_hours" => self.metrics_5m_retention_hours.to_string(),
+            "metrics_15m_retention_hours" => self.metrics_15m_retention_hours.to_string(),
+            "metrics_60m_retention_days" => self.metrics_60m_retention_days.to_string(),
+            "status_history_retention_days" => self.status_history_retention_days.to_string(),
+            "audit_retention_days" => self.audit_retention_days.to_string(),
+            "metrics_listen" => return self.metrics_listen.map(|a| quote(&a.to_string())),
+            "webhooks" if self.webhooks.is_empty() => return None,
+            // Inline tables; secrets are never printed.
+            "webhooks" => {
+                let hooks: Vec<String> = self
+                    .webhooks
+                    .iter()
+                    .map(|h| {
+                        let events: Vec<String> = h.events.iter().map(|e| quote(e)).collect();
+                        let secret = if h.secret.is_some() {
+                            ", secret = \"<redacted>\""
+                        } else {
+                            ""
+                        };
+                        format!(
+                            "{{ url = {}, events = [{}]{secret} }}",
+                            quote(&h.url),
+                            events.join(", ")
+                        )
+                    })
+                    .collect();
+                format!("[{}]", hooks.join(", "))
+            }
+            "webhook_dedup_secs" => self.webhook_dedup.as_secs().to_string(),
+            "webhook_history" => self.webhook_history.to_string(),
             _ => return None,
         })
+    }
+
+    /// History retention in the store's terms.
+    pub fn retention(&self) -> crate::store::Retention {
+        let h = |n: u64| i64::try_from(n * 3600).unwrap_or(i64::MAX);
+        crate::store::Retention {
+            raw_secs: h(self.metrics_raw_retention_hours),
+            min5_secs: h(self.metrics_5m_retention_hours),
+            min15_secs: h(self.metrics_15m_retention_hours),
+            min60_secs: h(self.metrics_60m_retention_days * 24),
+            status_secs: h(self.status_history_retention_days * 24),
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -568,6 +717,50 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
     }
+}
+
+/// `webhooks` in string form: a JSON array of `{url, events?, secret?}` (the TOML
+/// array of tables is turned into this). Event names are checked here so a typo
+/// stops the start instead of silently never firing.
+fn parse_webhooks(value: &str) -> Result<Vec<WebhookConfig>, String> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let hooks: Vec<WebhookConfig> = serde_json::from_str(value)
+        .map_err(|e| format!("expected a list of {{url, events, secret}} tables ({e})"))?;
+    for (i, h) in hooks.iter().enumerate() {
+        let n = i + 1;
+        let rest = h
+            .url
+            .strip_prefix("https://")
+            .or_else(|| h.url.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| !r.is_empty())
+            && h.url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+        if !ok {
+            return Err(format!(
+                "webhook {n}: url {:?} is not an http:// or https:// URL",
+                h.url
+            ));
+        }
+        for e in &h.events {
+            if crate::alerts::EventKind::parse(e).is_none() {
+                return Err(format!(
+                    "webhook {n}: unknown event {e:?}; known: {}",
+                    crate::alerts::EventKind::ALL
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if h.secret.as_ref().is_some_and(|s| s.is_empty()) {
+            return Err(format!(
+                "webhook {n}: secret is empty; leave it out instead"
+            ));
+        }
+    }
+    Ok(hooks)
 }
 
 /// `slug=host:port[,slug=host:port…]`; an empty value means none. A slug given twice
@@ -729,6 +922,57 @@ mod tests {
         assert_eq!(cfg.threads, 3, "file beats default");
         assert_eq!(cfg.listen.port(), 9001, "env beats file");
         assert_eq!(cfg.data_dir, PathBuf::from("/flag"), "flag beats env");
+    }
+
+    #[test]
+    fn webhooks_from_toml_tables_and_env_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "metrics_listen = \"10.0.0.5:9464\"\nwebhook_dedup_secs = 60\n\
+             [[webhooks]]\nurl = \"https://hooks.example.org/x\"\nevents = [\"app.crashed\", \"app.recovered\"]\nsecret = \"s3cret\"\n\
+             [[webhooks]]\nurl = \"http://10.0.0.9:8080/alerts\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.metrics_listen.unwrap().port(), 9464);
+        assert_eq!(cfg.webhook_dedup.as_secs(), 60);
+        assert_eq!(cfg.webhooks.len(), 2);
+        assert_eq!(cfg.webhooks[0].events, vec!["app.crashed", "app.recovered"]);
+        assert_eq!(cfg.webhooks[0].secret.as_deref(), Some("s3cret"));
+        assert!(cfg.webhooks[1].events.is_empty() && cfg.webhooks[1].secret.is_none());
+        let shown = cfg.render_redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("secret = \"<redacted>\""), "{shown}");
+        // The printed form is valid TOML that loads back.
+        let file2 = dir.path().join("c2.toml");
+        std::fs::write(&file2, shown.replace("<redacted>", "x")).unwrap();
+        let again = Config::load(Some(&file2), env(&[]), &vec![]).unwrap();
+        assert_eq!(again.webhooks.len(), 2);
+
+        let cfg = Config::load(
+            None,
+            env(&[("RSP_WEBHOOKS", r#"[{"url":"http://127.0.0.1:1/"}]"#)]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.webhooks[0].url, "http://127.0.0.1:1/");
+        assert_eq!(cfg.metrics_listen, None, "off by default");
+
+        for (bad, why) in [
+            (r#"[{"url":"ftp://x/"}]"#, "not an http"),
+            (
+                r#"[{"url":"http://x/","events":["app.exploded"]}]"#,
+                "unknown event",
+            ),
+            (r#"[{"url":"http://x/","secret":""}]"#, "secret is empty"),
+            (r#"[{"url":"http://x/","sekret":"a"}]"#, "expected a list"),
+        ] {
+            let e = Config::load(None, env(&[("RSP_WEBHOOKS", bad)]), &vec![]).unwrap_err();
+            assert_eq!(e.key, "webhooks");
+            assert!(e.reason.contains(why), "{bad}: {}", e.reason);
+        }
     }
 
     #[test]

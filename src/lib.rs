@@ -3,14 +3,17 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod images;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod paths;
+pub mod prometheus;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

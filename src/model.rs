@@ -49,11 +49,25 @@ pub struct Session {
     pub expires_at: OffsetDateTime,
 }
 
+/// What an API token may do. Tokens stored before scopes existed read as `Full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Everything its user may do.
+    #[default]
+    Full,
+    /// Only `GET /metrics` (for a Prometheus server); refused everywhere else. Only
+    /// admins can create one, and it stops working if its user stops being admin.
+    Metrics,
+}
+
 /// An API token. Only the SHA-256 of the raw token is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiToken {
     pub id: Uuid,
     pub user_id: Uuid,
+    #[serde(default)]
+    pub scope: TokenScope,
     pub name: String,
     /// Lower-case hex SHA-256 of the raw token.
     pub token_hash: String,
@@ -223,5 +237,23 @@ impl StoredCertificate {
         sorted.sort();
         sorted.dedup();
         format!("{directory} {}", sorted.join(","))
+    }
+}
+
+#[cfg(test)]
+mod token_scope_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_stored_before_scopes_read_as_full() {
+        let old = r#"{"id":"6f1c3e2a-8a4c-4d84-9a43-0b7e3f7f4f11","user_id":"6f1c3e2a-8a4c-4d84-9a43-0b7e3f7f4f12",
+            "name":"ci","token_hash":"ab","token_prefix":"rsp_abcdefgh","expires_at":null,
+            "last_used_at":null,"created_at":"2026-01-01T00:00:00Z"}"#;
+        let t: ApiToken = serde_json::from_str(old).unwrap();
+        assert_eq!(t.scope, TokenScope::Full);
+        let mut m = t.clone();
+        m.scope = TokenScope::Metrics;
+        let back: ApiToken = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back.scope, TokenScope::Metrics);
     }
 }

@@ -76,9 +76,18 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             })?,
         );
     }
+    let started = std::time::SystemTime::now();
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind_metrics_listener(addr)?),
+        None => None,
+    };
+    let alerts = crate::alerts::Alerts::from_config(&config);
     // Before pingora: a certificate at hand is served from the first handshake, and
     // an unusable cert file stops the start with a message naming it.
-    let tls = crate::tls::prepare(&config, &store)?;
+    let mut tls = crate::tls::prepare(&config, &store)?;
+    if let Some(crate::tls::Keeper::Acme(m)) = tls.as_mut().map(|t| &mut t.keeper) {
+        m.set_alerts(alerts.clone());
+    }
     let control = bind_control_socket(&config)?;
     raise_nofile_limit();
 
@@ -115,6 +124,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         config: config.clone(),
         routes: routes.clone(),
         static_entries,
+        observe: crate::prometheus::Sources {
+            routes: routes.clone(),
+            alerts,
+            tls: tls.as_ref().map(|t| t.resolver.clone()),
+            started,
+        },
+        metrics_listener: Mutex::new(metrics_listener),
     };
     server.add_service(background_service("control plane", control_plane));
 
@@ -247,6 +263,17 @@ pub fn raise_nofile_limit() -> Option<u64> {
     }
 }
 
+/// `metrics_listen`, bound before pingora starts so a taken port stops the start.
+fn bind_metrics_listener(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let err = |source| ServeError::Listen {
+        addr: format!("{addr} (metrics_listen)"),
+        source,
+    };
+    let l = std::net::TcpListener::bind(addr).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    Ok(l)
+}
+
 fn bind_control_socket(config: &Config) -> Result<StdUnixListener, ServeError> {
     let path = config.control_socket();
     let err = |source| ServeError::ControlSocket {
@@ -302,6 +329,10 @@ struct ControlPlane {
     static_entries: Vec<crate::proxy::routes::AppEntry>,
     store: Store,
     config: Arc<Config>,
+    /// For `/metrics` and the alert API; the alert tasks start with the control plane.
+    observe: crate::prometheus::Sources,
+    /// `metrics_listen`, when set: served from here without authentication.
+    metrics_listener: Mutex<Option<std::net::TcpListener>>,
 }
 
 #[async_trait]
@@ -321,7 +352,29 @@ impl BackgroundService for ControlPlane {
         let docker = DockerSpawner::new(&self.config.docker_socket, &self.instance);
         tokio::spawn(docker.clone().run_watcher(shutdown.clone()));
         let spawner: Arc<dyn Spawner> = Arc::new(docker);
-        let state = AppState::new(self.store.clone(), spawner.clone(), self.config.clone());
+        let mut state = AppState::new(self.store.clone(), spawner.clone(), self.config.clone());
+        state.observe = self.observe.clone();
+        self.observe.alerts.start(shutdown.clone());
+        let open_metrics = self.metrics_listener.lock().ok().and_then(|mut l| l.take());
+        if let Some(l) = open_metrics {
+            tokio::spawn(serve_open_metrics(l, state.clone(), shutdown.clone()));
+        }
+        if self.config.metrics_interval_secs > 0 {
+            tokio::spawn(crate::metrics::collector::run(
+                crate::metrics::collector::Collector {
+                    spawner: spawner.clone(),
+                    routes: self.routes.clone(),
+                    store: self.store.clone(),
+                    latest: state.metrics.clone(),
+                    interval: std::time::Duration::from_secs(self.config.metrics_interval_secs),
+                    retention: self.config.retention(),
+                    audit_retention: (self.config.audit_retention_days > 0).then(|| {
+                        std::time::Duration::from_secs(self.config.audit_retention_days * 86_400)
+                    }),
+                },
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(runtime::run(
             runtime::Runtime {
                 store: self.store.clone(),
@@ -329,6 +382,7 @@ impl BackgroundService for ControlPlane {
                 routes: self.routes.clone(),
                 static_entries: self.static_entries.clone(),
                 apps_changed: state.apps_changed.clone(),
+                alerts: self.observe.alerts.clone(),
             },
             shutdown.clone(),
         ));
@@ -342,6 +396,31 @@ impl BackgroundService for ControlPlane {
         if let Err(e) = result {
             tracing::error!(error = %e, "control plane stopped with an error");
         }
+    }
+}
+
+/// `metrics_listen`: `/metrics` without authentication, until shutdown.
+async fn serve_open_metrics(
+    listener: std::net::TcpListener,
+    state: AppState,
+    mut shutdown: ShutdownWatch,
+) {
+    let addr = listener.local_addr().ok();
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics_listen: cannot use the listener");
+            return;
+        }
+    };
+    tracing::info!(addr = ?addr, "serving /metrics without authentication (metrics_listen)");
+    let result = axum::serve(listener, api::prometheus::open_router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "metrics_listen stopped with an error");
     }
 }
 

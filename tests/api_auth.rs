@@ -456,6 +456,7 @@ async fn token_creation_returns_the_raw_token_once() {
             "token",
             "tokenPrefix",
             "userId",
+            "scope",
             "expiresAt",
             "lastUsedAt",
             "createdAt"
@@ -468,6 +469,7 @@ async fn token_creation_returns_the_raw_token_once() {
     assert_eq!(t["tokenPrefix"], &raw[..12]);
     assert_eq!(t["name"], "deploy");
     assert_eq!(t["userId"], admin_id.as_str());
+    assert_eq!(t["scope"], "full", "full access unless asked otherwise");
     assert_eq!(t["expiresAt"], Value::Null);
     assert_eq!(t["lastUsedAt"], Value::Null);
     ts(&t["createdAt"]);
@@ -735,6 +737,7 @@ fn store_token(h: &Harness, user_id: &str, expires_at: Option<OffsetDateTime>) -
     let token = ApiToken {
         id: Uuid::new_v4(),
         user_id: Uuid::parse_str(user_id).unwrap(),
+        scope: Default::default(),
         name: "direct".into(),
         token_hash: secrets::token_hash(&raw),
         token_prefix: secrets::token_display_prefix(&raw),

@@ -57,16 +57,14 @@ fn time_to_close(s: &mut TcpStream, limit: Duration) -> Duration {
     let t0 = Instant::now();
     s.set_read_timeout(Some(limit)).unwrap();
     let mut b = [0u8; 512];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return t0.elapsed(),
-            Ok(_) => panic!(
-                "the server answered a stalled head: {:?}",
-                String::from_utf8_lossy(&b)
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return t0.elapsed(),
-            Err(e) => panic!("not closed within {limit:?}: {e}"),
-        }
+    match s.read(&mut b) {
+        Ok(0) => t0.elapsed(),
+        Ok(_) => panic!(
+            "the server answered a stalled head: {:?}",
+            String::from_utf8_lossy(&b)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => t0.elapsed(),
+        Err(e) => panic!("not closed within {limit:?}: {e}"),
     }
 }
 

@@ -38,6 +38,14 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("post", "/api/apps/{id}/scale", false),
     ("get", "/api/apps/{id}/logs", false),
     ("post", "/api/apps/{id}/upload", false),
+    ("get", "/api/apps/{id}/status/history", false),
+    ("get", "/api/metrics/system", false),
+    ("get", "/api/metrics/apps/{id}", false),
+    ("get", "/api/status/history", false),
+    ("get", "/api/audit", false),
+    // Prometheus and alerts (issue #9 part B).
+    ("get", "/metrics", false),
+    ("get", "/api/alerts/deliveries", false),
 ];
 
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];

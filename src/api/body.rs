@@ -26,10 +26,10 @@ fn has_body(req: &Request) -> bool {
             .is_some_and(|v| v.trim() != "0")
 }
 
+/// Uploads stream to their own limit: any `POST …/upload` (the API's, and a UI form's
+/// should one use the same last segment).
 fn is_upload(req: &Request) -> bool {
-    req.method() == Method::POST
-        && req.uri().path().starts_with("/api/apps/")
-        && req.uri().path().ends_with("/upload")
+    req.method() == Method::POST && req.uri().path().ends_with("/upload")
 }
 
 fn closing(mut resp: Response) -> Response {

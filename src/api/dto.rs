@@ -51,6 +51,8 @@ pub struct TokenDto {
     pub token: Option<String>,
     pub token_prefix: String,
     pub user_id: Uuid,
+    /// `full` (default) or `metrics` (only `GET /metrics`).
+    pub scope: crate::model::TokenScope,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -67,6 +69,7 @@ impl TokenDto {
             token: raw,
             token_prefix: t.token_prefix.clone(),
             user_id: t.user_id,
+            scope: t.scope,
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
             created_at: t.created_at,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::csrf;
 use super::error::ApiError;
 use crate::auth::cookie::session_cookie_name;
+use crate::model::TokenScope;
 use crate::service::{auth, AppState, ClientMeta, Principal, ServiceError};
 
 /// Name of the session cookie over plain HTTP (over TLS: `__Host-rsp_session`, see
@@ -33,6 +34,11 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         if let Some(raw) = bearer(&parts.headers) {
             return match auth::token_principal(state, raw).await? {
+                Some(p) if p.scope != TokenScope::Full => {
+                    Err(ApiError::from(crate::service::ServiceError::Forbidden(
+                        "This token is limited to /metrics; use a full token or log in".into(),
+                    )))
+                }
                 Some(p) => Ok(Auth(p)),
                 None => Err(ApiError::unauthenticated()),
             };
@@ -49,7 +55,7 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -1,6 +1,7 @@
 //! The REST API (`/api/**`) and the control plane's other routes. Thin: extract,
 //! authorize (through the extractors), call a service function, map the result.
 
+pub mod alerts;
 pub mod apps;
 pub mod auth;
 pub mod body;
@@ -9,7 +10,9 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
+pub mod prometheus;
 pub mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -54,6 +57,15 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{id}/rebuild", post(apps::rebuild))
         .route("/apps/{id}/scale", post(apps::scale))
         .route("/apps/{id}/logs", get(apps::logs))
+        .route("/alerts/deliveries", get(alerts::deliveries))
+        .route(
+            "/apps/{id}/status/history",
+            get(metrics::app_status_history),
+        )
+        .route("/metrics/system", get(metrics::system))
+        .route("/metrics/apps/{id}", get(metrics::app))
+        .route("/status/history", get(metrics::status_history))
+        .route("/audit", get(metrics::audit))
         .route(
             "/apps/{id}/upload",
             post(apps::upload).layer(DefaultBodyLimit::max(upload_limit)),
@@ -66,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         // `nest` does not cover `/api/` itself; it is still an API path (JSON 404).
         .route("/api/", axum::routing::any(api_not_found))
         .route("/", get(index))
+        .route("/metrics", get(prometheus::metrics))
         .fallback(not_found_page)
         .layer(axum::middleware::from_fn(body::read_first))
         .layer(axum::middleware::from_fn(request_span))

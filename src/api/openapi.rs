@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, auth, dto, health, users};
+use super::{alerts, apps, auth, dto, health, metrics, prometheus, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,11 +20,16 @@ A wrong type, or `null` for a required field, is a 400 naming the field. Every l
         users::list, users::create, users::update, users::delete,
         apps::r_versions, apps::create, apps::list, apps::get, apps::update, apps::delete,
         apps::start, apps::stop, apps::restart, apps::rebuild, apps::scale, apps::logs, apps::upload,
+        metrics::system, metrics::app, metrics::status_history, metrics::app_status_history,
+        metrics::audit,
+        prometheus::metrics, alerts::deliveries,
     ),
-    components(schemas(dto::ErrorDto, dto::LogSourceParam, crate::spawner::AppStatus, crate::spawner::ContainerInfo)),
+    components(schemas(dto::ErrorDto, dto::LogSourceParam, crate::spawner::AppStatus, crate::spawner::ContainerInfo,
+        crate::model::TokenScope, crate::alerts::EventKind)),
     modifiers(&Security, &BodyLimit),
     security(("bearer" = []), ("session" = [])),
-    tags((name = "auth"), (name = "users"), (name = "apps"), (name = "health")),
+    tags((name = "auth"), (name = "users"), (name = "apps"), (name = "health"),
+        (name = "metrics"), (name = "audit"), (name = "alerts")),
 )]
 pub struct ApiDoc;
 

@@ -62,6 +62,16 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Log a replica refusing a connection (or not answering a connect in time), from
+/// either path. Rate-limited: every client request to a dead replica would log one.
+pub fn log_refused(app: &str, replica: SocketAddr, error: &dyn std::fmt::Display) {
+    static REFUSED: crate::logging::Throttle =
+        crate::logging::Throttle::new(std::time::Duration::from_secs(10));
+    if let Some(repeated) = REFUSED.check() {
+        tracing::warn!(app, replica = %replica, error = %error, "replica refused a connection{repeated}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,15 +131,5 @@ mod tests {
         }
         // Cooling replicas are still used when nothing else is left.
         assert_eq!(pick(a, &[a.replicas[1].addr]).unwrap().addr.port(), 1);
-    }
-}
-
-/// Log a replica refusing a connection (or not answering a connect in time), from
-/// either path. Rate-limited: every client request to a dead replica would log one.
-pub fn log_refused(app: &str, replica: SocketAddr, error: &dyn std::fmt::Display) {
-    static REFUSED: crate::logging::Throttle =
-        crate::logging::Throttle::new(std::time::Duration::from_secs(10));
-    if let Some(repeated) = REFUSED.check() {
-        tracing::warn!(app, replica = %replica, error = %error, "replica refused a connection{repeated}");
     }
 }

@@ -225,6 +225,7 @@ fn build_route(entry: AppEntry, prev: Option<&Arc<AppRoute>>) -> AppRoute {
 pub struct AppCountersEntry {
     pub app_id: Uuid,
     pub slug: String,
+    pub phase: AppPhase,
     pub counters: CountersSnapshot,
 }
 
@@ -283,6 +284,7 @@ impl Routes {
             .map(|a| AppCountersEntry {
                 app_id: a.app_id,
                 slug: a.slug.clone(),
+                phase: a.phase,
                 counters: a.counters.snapshot(),
             })
             .collect();

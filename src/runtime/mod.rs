@@ -6,14 +6,20 @@
 //!   no longer has are removed; apps whose containers vanished are marked.
 //! - Routes: on every change (a replica turning healthy or not, an app created,
 //!   started, stopped or deleted) it publishes a new route snapshot to the proxy.
+//! - Alerts: the same pass compares each app's status with the previous one and
+//!   publishes crashed / unhealthy / recovered (`alerts.rs`); Docker going away and
+//!   the spawner's build failures are published from here too.
 
-use std::collections::HashSet;
+mod alerts;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::alerts::{Alerts, Event, EventKind};
 use crate::model::App;
 use crate::proxy::routes::{AppEntry, AppPhase, ReplicaEntry, Routes};
 use crate::service::with_store;
@@ -32,21 +38,48 @@ pub struct Runtime {
     pub static_entries: Vec<AppEntry>,
     /// Signalled by the services when apps are created or deleted.
     pub apps_changed: Arc<Notify>,
+    /// Where crashes, recoveries, build failures and Docker outages are reported.
+    pub alerts: Alerts,
 }
 
 /// Run until `shutdown` turns true.
 pub async fn run(rt: Runtime, mut shutdown: watch::Receiver<bool>) {
     let mut changes = rt.spawner.subscribe();
     let mut reconciled = false;
+    let mut watch = alerts::StatusWatch::default();
+    let mut build_failures = rt.spawner.build_failures();
+    let mut docker_up = true;
     loop {
-        if rt.spawner.ping().await.is_err() {
+        let ping = rt.spawner.ping().await;
+        if let Err(e) = &ping {
             reconciled = false;
+            if docker_up {
+                rt.alerts.publish(Event::new(
+                    EventKind::DockerUnreachable,
+                    None,
+                    e.to_string(),
+                ));
+            }
         } else if !reconciled {
             reconciled = reconcile_once(&rt.store, rt.spawner.as_ref()).await;
         }
-        publish_routes(&rt).await;
+        docker_up = ping.is_ok();
+        let apps = publish_routes(&rt).await;
+        // Without Docker every app reads "stopped": that is one outage, not N crashes.
+        if let (true, Some((apps, runtimes))) = (docker_up, apps) {
+            for event in watch.observe(&apps, &runtimes) {
+                rt.alerts.publish(event);
+            }
+        }
         tokio::select! {
             _ = shutdown.changed() => return,
+            Some(failure) = alerts::next_build_failure(&mut build_failures) => {
+                let app = with_store(&rt.store, move |s| s.get_app(failure.app_id))
+                    .await
+                    .ok()
+                    .flatten();
+                rt.alerts.publish(alerts::build_failed(app.as_ref(), &failure));
+            }
             r = changes.changed() => {
                 if r.is_err() {
                     // The spawner dropped its sender; fall back to the clock.
@@ -60,10 +93,9 @@ pub async fn run(rt: Runtime, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Build the route table from the store's apps and the spawner's view, and swap it in.
-pub async fn publish_routes(rt: &Runtime) {
-    let Some(apps) = all_apps(&rt.store, "routes").await else {
-        return;
-    };
+/// Returns what it was built from (`None` when the store could not be read).
+pub async fn publish_routes(rt: &Runtime) -> Option<(Vec<App>, HashMap<Uuid, AppRuntime>)> {
+    let apps = all_apps(&rt.store, "routes").await?;
     let runtimes = rt.spawner.runtimes().await;
     let mut entries: Vec<AppEntry> = apps
         .iter()
@@ -71,6 +103,7 @@ pub async fn publish_routes(rt: &Runtime) {
         .collect();
     entries.extend(rt.static_entries.iter().cloned());
     rt.routes.publish(entries);
+    Some((apps, runtimes))
 }
 
 /// One app's route: where its replicas are and whether it is meant to serve.

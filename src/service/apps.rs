@@ -196,7 +196,7 @@ fn apply_settings(
 }
 
 /// Load an app the caller may touch: 404 when missing, 403 when someone else's.
-async fn owned_app(state: &AppState, who: &Principal, id: Uuid) -> ServiceResult<App> {
+pub(crate) async fn owned_app(state: &AppState, who: &Principal, id: Uuid) -> ServiceResult<App> {
     let app = with_store(&state.store, move |s| s.get_app(id))
         .await?
         .ok_or_else(not_found)?;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::validate::{self, schema, Problems};
 use super::{blocking, with_store, AppState, ClientMeta, Principal, ServiceError, ServiceResult};
 use crate::auth::{password, secrets};
-use crate::model::{ApiToken, AuditEntry, Session, User};
+use crate::model::{ApiToken, AuditEntry, Session, TokenScope, User};
 use crate::store::Store;
 
 /// Unknown fields are ignored.
@@ -48,6 +48,10 @@ pub struct CreateTokenInput {
     #[serde(default, deserialize_with = "validate::int::optional")]
     #[schema(schema_with = schema::token_days)]
     pub expires_in_days: Option<i64>,
+    /// `full` (default): everything the user may do; `metrics`: only `GET /metrics`
+    /// (admins only).
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 fn invalid_credentials() -> ServiceError {
@@ -146,6 +150,7 @@ pub async fn session_principal(
         user,
         session_id: Some(session.id),
         token_id: None,
+        scope: TokenScope::Full,
     }))
 }
 
@@ -164,10 +169,11 @@ pub async fn token_principal(state: &AppState, raw: &str) -> ServiceResult<Optio
         if token.expires_at.is_some_and(|at| at <= now) {
             return Ok(None);
         }
-        Ok(s.get_user(token.user_id)?.map(|u| (u, token.id)))
+        Ok(s.get_user(token.user_id)?
+            .map(|u| (u, token.id, token.scope)))
     })
     .await?;
-    let Some((user, token_id)) = found else {
+    let Some((user, token_id, scope)) = found else {
         return Ok(None);
     };
     // Full channel: drop the update rather than slow the request; lastUsedAt is advisory.
@@ -176,6 +182,7 @@ pub async fn token_principal(state: &AppState, raw: &str) -> ServiceResult<Optio
         user,
         session_id: None,
         token_id: Some(token_id),
+        scope,
     }))
 }
 
@@ -291,12 +298,18 @@ pub async fn create_token(
         });
     }
     p.finish()?;
+    if input.scope == TokenScope::Metrics && !who.is_admin() {
+        return Err(ServiceError::Forbidden(
+            "Only admins can create metrics tokens".into(),
+        ));
+    }
 
     let raw = secrets::new_api_token();
     let now = OffsetDateTime::now_utc();
     let token = ApiToken {
         id: Uuid::new_v4(),
         user_id: who.user.id,
+        scope: input.scope,
         name: input.name,
         token_hash: secrets::token_hash(&raw),
         token_prefix: secrets::token_display_prefix(&raw),

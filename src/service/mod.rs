@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod metrics;
 pub mod users;
 pub mod validate;
 
@@ -33,6 +34,11 @@ pub struct AppState {
     /// Signalled when apps are created, changed or deleted, so the runtime republishes
     /// the proxy's routes (a new app answers 503, a deleted one 404, at once).
     pub apps_changed: Arc<tokio::sync::Notify>,
+    /// The collector's latest round (container and traffic samples), read lock-free.
+    pub metrics: crate::metrics::Latest,
+    /// What `/metrics` and the alert API read (the proxy's routes and counters, the
+    /// alert handle, the TLS certificate). The server fills it; the default is empty.
+    pub observe: crate::prometheus::Sources,
     token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
 }
 
@@ -49,6 +55,8 @@ impl AppState {
             )),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             apps_changed: Arc::new(tokio::sync::Notify::new()),
+            metrics: crate::metrics::Latest::new(),
+            observe: Default::default(),
             store,
             spawner,
             config,
@@ -65,6 +73,8 @@ pub struct Principal {
     pub session_id: Option<String>,
     /// The token id when authenticated by bearer token.
     pub token_id: Option<Uuid>,
+    /// What the credential allows (`Full` for sessions).
+    pub scope: crate::model::TokenScope,
 }
 
 impl Principal {

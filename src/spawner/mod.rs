@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::model::CodeSource;
@@ -149,6 +151,29 @@ pub struct ReconcileReport {
     pub vanished: Vec<Uuid>,
 }
 
+/// One replica's resource counters read at one moment (one-shot: no waiting for a
+/// second reading). CPU and network are cumulative; the caller keeps the previous
+/// reading and takes deltas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// Short (12 character) container id.
+    pub container_id: String,
+    /// CPU time the container used since it started, nanoseconds.
+    pub cpu_total_ns: u64,
+    /// The host's CPU time (all cores) at the same moment, nanoseconds; `None` when
+    /// the backend does not report it.
+    pub system_cpu_ns: Option<u64>,
+    /// CPU cores the host has online.
+    pub online_cpus: u32,
+    /// Memory in use without the page cache, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (0 when none is reported).
+    pub memory_limit_bytes: u64,
+    /// Bytes received / sent on all interfaces since the container started.
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+}
+
 /// Which log to stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogSource {
@@ -172,6 +197,68 @@ pub enum SpawnerError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Upper bounds (seconds) of the build-duration buckets; a last bucket holds the rest.
+pub const BUILD_BOUNDS_SECS: [u64; 9] = [5, 10, 30, 60, 120, 300, 600, 1200, 1800];
+
+/// Image builds a backend did since it started, for metrics. Plain atomics: the
+/// backend adds, readers take a [`BuildStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct BuildStats {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    /// Per bucket of [`BUILD_BOUNDS_SECS`] (not cumulative), plus the overflow bucket.
+    buckets: [AtomicU64; BUILD_BOUNDS_SECS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+impl BuildStats {
+    /// A start or rebuild that had to produce an image failed (whether or not the
+    /// image build itself had begun).
+    pub fn failure(&self) {
+        self.failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn success(&self) {
+        self.succeeded.fetch_add(1, Relaxed);
+    }
+
+    /// How long an image build ran (success or not).
+    pub fn duration(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUILD_BOUNDS_SECS.partition_point(|&b| (b as f64) < secs);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ms
+            .fetch_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn snapshot(&self) -> BuildStatsSnapshot {
+        BuildStatsSnapshot {
+            succeeded: self.succeeded.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            duration_counts: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            duration_sum: Duration::from_millis(self.sum_ms.load(Relaxed)),
+        }
+    }
+}
+
+/// [`BuildStats`] read at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStatsSnapshot {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Builds per duration bucket of [`BUILD_BOUNDS_SECS`] (not cumulative); one more
+    /// entry than bounds. Empty when the backend keeps no durations.
+    pub duration_counts: Vec<u64>,
+    pub duration_sum: Duration,
+}
+
+/// A start or rebuild whose image could not be made: what alerts report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFailure {
+    pub app_id: Uuid,
+    pub reason: String,
 }
 
 #[async_trait]
@@ -233,4 +320,26 @@ pub trait Spawner: Send + Sync + 'static {
     /// Replicas of known apps are adopted as they are (never restarted); replicas and
     /// images of unknown apps are removed.
     async fn reconcile(&self, known: &HashSet<Uuid>) -> Result<ReconcileReport, SpawnerError>;
+
+    /// Resource counters of one running replica (by the `container_id` of its
+    /// [`ContainerInfo`]), read once without streaming. `Ok(None)` when the container
+    /// is gone or not running; `Unavailable` when the backend cannot be reached.
+    /// Callers bound concurrency and time. Backends without stats answer `Ok(None)`.
+    async fn container_stats(
+        &self,
+        _container_id: &str,
+    ) -> Result<Option<ContainerStats>, SpawnerError> {
+        Ok(None)
+    }
+
+    /// Builds since this backend started (counts and durations), for metrics.
+    fn build_stats(&self) -> BuildStatsSnapshot {
+        BuildStatsSnapshot::default()
+    }
+
+    /// Every build failure from now on, as it happens (a lagging receiver loses the
+    /// oldest). `None` when the backend does not report them.
+    fn build_failures(&self) -> Option<tokio::sync::broadcast::Receiver<BuildFailure>> {
+        None
+    }
 }

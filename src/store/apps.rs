@@ -103,6 +103,7 @@ impl Store {
             txn.open_multimap_table(APPS_BY_OWNER)?
                 .remove(app.owner_id.as_u128(), key)?;
             txn.open_table(UPLOADS)?.remove(key)?;
+            super::metrics::delete_history_in(txn, id)?;
             audit::append(txn, audit)?;
             Ok(app)
         });

@@ -14,14 +14,14 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use super::tables::{self, META};
 use super::{Result, StoreError};
 
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 pub(super) const VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<()>;
 
 /// One entry per version step; the array length ties it to `SCHEMA_VERSION`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v0_to_v1, v1_to_v2];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v0_to_v1, v1_to_v2, v2_to_v3];
 
 /// Version 0 is the pre-release layout: the v1 tables without a version stamp.
 /// Nothing to convert; `prepare` creates any missing table and stamps 1.
@@ -34,6 +34,13 @@ fn v0_to_v1(_txn: &WriteTransaction) -> Result<()> {
 fn v1_to_v2(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(tables::ACME_ACCOUNTS)?;
     txn.open_table(tables::CERTIFICATES)?;
+    Ok(())
+}
+
+/// Version 3 adds metrics and status history. Nothing to convert.
+fn v2_to_v3(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(tables::METRIC_POINTS)?;
+    txn.open_table(tables::STATUS_HISTORY)?;
     Ok(())
 }
 

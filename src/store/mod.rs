@@ -15,12 +15,17 @@
 mod acme;
 mod apps;
 mod audit;
+mod metrics;
 mod migrate;
 mod sessions;
 mod tables;
 mod tokens;
 mod users;
 
+pub use metrics::{AuditFilter, AuditPage, Retention, StatusRows, SYSTEM_SERIES};
+
+#[cfg(test)]
+mod metrics_tests;
 #[cfg(test)]
 mod tests;
 

@@ -61,6 +61,15 @@ pub(super) const ACME_ACCOUNTS: TableDefinition<&str, &[u8]> =
 pub(super) const CERTIFICATES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("certificates_v1");
 
+/// (series: app id or 0 for the system, resolution tag 0/5/15/60, unix seconds) ->
+/// fixed-layout metrics point or bucket (added in schema v3; see store/metrics.rs)
+pub(super) const METRIC_POINTS: TableDefinition<(u128, u8, i64), &[u8]> =
+    TableDefinition::new("metric_points_v1");
+/// (app id, start of the hour in unix seconds) -> 60 status bytes, one per minute
+/// (added in schema v3)
+pub(super) const STATUS_HISTORY: TableDefinition<(u128, i64), &[u8]> =
+    TableDefinition::new("status_history_v1");
+
 /// "id" -> this data dir's instance id (a UUID as u128), made on first use
 pub(super) const INSTANCE: TableDefinition<&str, u128> = TableDefinition::new("instance_v1");
 
@@ -84,6 +93,8 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(AUDIT)?;
     txn.open_table(ACME_ACCOUNTS)?;
     txn.open_table(CERTIFICATES)?;
+    txn.open_table(METRIC_POINTS)?;
+    txn.open_table(STATUS_HISTORY)?;
     Ok(())
 }
 

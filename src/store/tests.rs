@@ -74,6 +74,7 @@ fn token(user: &User, name: &str, minutes: i64) -> ApiToken {
     ApiToken {
         id: Uuid::new_v4(),
         user_id: user.id,
+        scope: Default::default(),
         name: name.to_string(),
         token_hash: format!("{:064x}", Uuid::new_v4().as_u128()),
         token_prefix: "rsp_abcdefgh".to_string(),
@@ -164,7 +165,7 @@ fn fresh_file_gets_current_version_and_parent_dirs() {
     let path = dir.path().join("a/b/state.redb");
     let store = Store::open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(Store::SCHEMA_VERSION, 2);
+    assert_eq!(Store::SCHEMA_VERSION, 3);
     assert_eq!(store.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert_eq!(store.user_count().unwrap(), 0);
     assert!(store.list_apps(None).unwrap().is_empty());
@@ -1142,7 +1143,8 @@ fn v1_file_migrates_to_v2_with_tls_tables() {
     assert_eq!(raw_version(&path), Some(1));
 
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    // v1 → v2 → … → current.
+    assert_eq!(store.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert_eq!(store.get_user(u.id).unwrap(), Some(u));
     // The new tables exist and work.
     assert_eq!(store.get_acme_account("https://ca/dir").unwrap(), None);
@@ -1152,7 +1154,7 @@ fn v1_file_migrates_to_v2_with_tls_tables() {
         .unwrap();
     assert_eq!(store.get_certificate(&c.name).unwrap(), Some(c));
     drop(store);
-    assert_eq!(raw_version(&path), Some(2));
+    assert_eq!(raw_version(&path), Some(Store::SCHEMA_VERSION));
 }
 
 #[test]

@@ -247,6 +247,8 @@ pub struct AcmeManager {
     challenges: Challenges,
     /// Validity of the certificate installed at start, if any.
     initial: Option<Validity>,
+    /// Failed orders are reported here (`tls.renewal_failed`).
+    alerts: crate::alerts::Alerts,
 }
 
 impl AcmeManager {
@@ -263,7 +265,13 @@ impl AcmeManager {
             resolver,
             challenges,
             initial,
+            alerts: Default::default(),
         }
+    }
+
+    /// Report failed orders to `alerts` (by default they are only logged).
+    pub fn set_alerts(&mut self, alerts: crate::alerts::Alerts) {
+        self.alerts = alerts;
     }
 
     /// The stored account, or a new one registered (and stored) now.
@@ -548,6 +556,16 @@ impl AcmeManager {
                         ),
                         None => "HTTPS has no certificate until then".to_string(),
                     };
+                    self.alerts.publish(crate::alerts::Event::new(
+                        crate::alerts::EventKind::CertRenewalFailed,
+                        None,
+                        format!(
+                            "ACME order for {domains} failed at step \"{}\": {}; retrying at {}; {serving}",
+                            f.step,
+                            f.detail,
+                            cert::when(retry_at)
+                        ),
+                    ));
                     tracing::error!(
                         failures = count,
                         retry_at = %cert::when(retry_at),

@@ -48,6 +48,13 @@ pub fn load_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCert, String> 
     })
 }
 
+/// The leaf's notAfter as Unix seconds (for the expiry metric); `None` if it does not
+/// parse (it did when it was installed, so practically never).
+pub fn not_after_unix(leaf: &CertificateDer<'_>) -> Option<f64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp() as f64)
+}
+
 fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Validity, Vec<String>, String), String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())

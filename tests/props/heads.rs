@@ -444,7 +444,7 @@ pub fn strip_slug(cases: u32) -> Outcome {
             } else {
                 other
             };
-            let out = http1::strip_slug(&path, &slug);
+            let out = rserve_proxy::proxy::app_path::strip_slug(&path, &slug);
             prop_assert!(out.starts_with('/'), "{out:?}");
             if own && path.starts_with('/') {
                 let rest = &path[1 + slug.len()..];

@@ -204,7 +204,10 @@ pub fn prepare(cases: u32) -> Outcome {
             let (target, _, list) = parse_request(&out)?;
             prop_assert!(out.starts_with(b"GET "));
             let slug = rserve_proxy::paths::first_segment(path);
-            prop_assert_eq!(target, Some(http1::strip_slug(path, slug)));
+            prop_assert_eq!(
+                target,
+                Some(rserve_proxy::proxy::app_path::strip_slug(path, slug))
+            );
 
             let ours = [
                 "upgrade",

@@ -6,6 +6,8 @@
 pub mod certs;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
 pub mod qap;
+/// A real HTTP receiver for alert webhooks.
+pub mod receiver;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -202,6 +202,7 @@ impl DockerSpawner {
             e.build_error = None;
             e.build_log.begin();
         });
+        let started = std::time::Instant::now();
         let result = self
             .build(
                 docker,
@@ -214,8 +215,12 @@ impl DockerSpawner {
                 workdir.path(),
             )
             .await;
-        if let Err(e) = &result {
-            self.record_build_error(spec.id, e);
+        self.inner.builds.duration(started.elapsed());
+        match &result {
+            Ok(_) => self.inner.builds.success(),
+            // Docker lost mid-build is a failed build too (not an app error).
+            Err(e @ SpawnerError::BuildFailed { .. }) => self.record_build_error(spec.id, e),
+            Err(_) => self.inner.builds.failure(),
         }
         self.mutate(|s| {
             let e = s.entry(spec.id);
@@ -228,6 +233,15 @@ impl DockerSpawner {
     pub(super) fn record_build_error(&self, app: Uuid, e: &SpawnerError) {
         if let SpawnerError::BuildFailed { reason, .. } = e {
             let reason = reason.clone();
+            self.inner.builds.failure();
+            // Nobody listening is fine.
+            let _ = self
+                .inner
+                .build_failures
+                .send(crate::spawner::BuildFailure {
+                    app_id: app,
+                    reason: reason.clone(),
+                });
             self.mutate(|s| s.entry(app).build_error = Some(reason));
         }
     }

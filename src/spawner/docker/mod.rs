@@ -23,6 +23,7 @@ mod build;
 pub mod image;
 mod replicas;
 mod state;
+mod stats;
 mod watcher;
 
 use async_trait::async_trait;
@@ -49,7 +50,8 @@ use self::image::{ImageInputs, Installer, SourceId};
 use self::state::{Phase, Replica, State};
 use self::watcher::replica_from;
 use super::{
-    AppRuntime, AppSpec, AppStatus, LogSource, LogStream, ReconcileReport, Spawner, SpawnerError,
+    AppRuntime, AppSpec, AppStatus, ContainerStats, LogSource, LogStream, ReconcileReport, Spawner,
+    SpawnerError,
 };
 use crate::model::CodeSource;
 
@@ -108,6 +110,10 @@ struct Inner {
     ops: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether a base image (by id) has pak.
     installers: Mutex<HashMap<String, Installer>>,
+    /// Builds since start, for metrics.
+    builds: crate::spawner::BuildStats,
+    /// Build failures as they happen, for alerts.
+    build_failures: tokio::sync::broadcast::Sender<crate::spawner::BuildFailure>,
 }
 
 /// What `cleanup_all` removed.
@@ -249,6 +255,8 @@ impl DockerSpawner {
                 changes,
                 ops: Mutex::new(HashMap::new()),
                 installers: Mutex::new(HashMap::new()),
+                builds: Default::default(),
+                build_failures: tokio::sync::broadcast::channel(64).0,
             }),
         }
     }
@@ -534,6 +542,16 @@ impl Spawner for DockerSpawner {
         }
     }
 
+    fn build_stats(&self) -> crate::spawner::BuildStatsSnapshot {
+        self.inner.builds.snapshot()
+    }
+
+    fn build_failures(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::spawner::BuildFailure>> {
+        Some(self.inner.build_failures.subscribe())
+    }
+
     async fn reconcile(&self, known: &HashSet<Uuid>) -> Result<ReconcileReport, SpawnerError> {
         self.refresh().await?;
         let docker = self.docker().await?;
@@ -592,6 +610,13 @@ impl Spawner for DockerSpawner {
         let probes: Vec<String> = probes.into_iter().filter_map(|c| c.id).collect();
         self.remove_containers(&docker, None, &probes).await?;
         Ok(report)
+    }
+
+    async fn container_stats(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<ContainerStats>, SpawnerError> {
+        self.one_shot_stats(container_id).await
     }
 }
 
