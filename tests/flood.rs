@@ -286,3 +286,55 @@ fn aborted_connections_leave_the_log_quiet() {
     let failed = count(after, "TLS handshake failed");
     assert!((1..=2).contains(&failed), "{after}");
 }
+
+/// A client flooding an app that fails (here: a backend that hangs up on every
+/// request) used to write one pingora "Fail to proxy" ERROR line per request; now it
+/// is one rate-limited WARN line with a count (the access log still has every request).
+#[test]
+fn a_failing_app_under_a_flood_leaves_the_log_quiet() {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in backend.incoming() {
+            let Ok(mut s) = s else { continue };
+            // Read the head, then hang up without an answer.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut [0u8; 4096]);
+            drop(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let route = format!("bad={backend_addr}");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("RSP_ADMIN_PASSWORD", "flood-test-password"),
+            ("RSP_STATIC_ROUTES", &route),
+        ],
+    );
+    let to = addr(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.log().len();
+    const N: usize = 200;
+    let mut bad_gateway = 0;
+    for _ in 0..N {
+        let mut s = TcpStream::connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /bad/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        if s.read_exact(&mut head).is_ok() && &head[9..12] == b"502" {
+            bad_gateway += 1;
+        }
+    }
+    assert_eq!(bad_gateway, N, "every request answers 502");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.log();
+    let after = &log[before..];
+    assert!(!after.contains("\"ERROR\""), "{after}");
+    assert_eq!(count(after, "Fail to proxy"), 0, "{after}");
+    let warned = count(after, "request to an app failed");
+    assert!((1..=2).contains(&warned), "{warned} lines:\n{after}");
+    // One access line per request, plus at most a few rate-limited warnings.
+    assert!(after.lines().count() <= N + 4, "{after}");
+}

@@ -28,7 +28,7 @@ pub mod tunnel;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +39,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 
+use crate::logging::Throttle;
 use crate::paths;
 use app_http::{
     app_body_in, app_connect_failed, app_fail_to_proxy, app_peer, app_request_filter, app_response,
@@ -385,12 +386,32 @@ impl ProxyHttp for FrontDoor {
 
     /// A client going away (closing a log stream, a browser tab) is normal, not an
     /// error worth an ERROR line; the access log still records the request.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
-        matches!(e.esource(), pingora::ErrorSource::Downstream)
+    /// An app failing (a replica timing out, resetting) is something any client can
+    /// repeat at will by flooding a slow app, so it is not one ERROR line per request
+    /// either: one WARN line per window with the count left out (issue #8 re-test:
+    /// 1,000 aborted uploads to a slow app wrote 41 pingora ERROR lines). The access
+    /// log keeps every request.
+    fn suppress_error_log(&self, session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        let client_left = matches!(e.esource(), pingora::ErrorSource::Downstream)
             && matches!(
                 e.etype(),
                 ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+            );
+        if client_left {
+            return true;
+        }
+        if matches!(e.esource(), pingora::ErrorSource::Upstream) {
+            static APP_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+            if let Some(repeated) = APP_FAILED.check() {
+                tracing::warn!(
+                    error = %e,
+                    request = %self.request_summary(session, ctx),
+                    "request to an app failed{repeated}"
+                );
+            }
+            return true;
+        }
+        false
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
