@@ -38,6 +38,11 @@ fn http1_connection_tokens() {
 }
 
 #[test]
+fn app_path_for_app() {
+    run("app_path_for_app");
+}
+
+#[test]
 fn tunnel_prepare() {
     run("tunnel_prepare");
 }

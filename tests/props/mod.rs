@@ -11,6 +11,7 @@
 //! per target; the runner picks it up by itself.
 #![allow(dead_code)]
 
+pub mod app_path;
 pub mod heads;
 pub mod tunnel;
 pub mod upload;
@@ -63,6 +64,12 @@ pub const TARGETS: &[Target] = &[
         weight: 20,
         suite_cases: 500,
         run: heads::connection_tokens,
+    },
+    Target {
+        name: "app_path_for_app",
+        weight: 20,
+        suite_cases: 500,
+        run: app_path::for_app_stays_under_its_slug,
     },
     Target {
         name: "tunnel_prepare",
