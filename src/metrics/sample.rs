@@ -29,6 +29,21 @@ pub enum HistoryStatus {
 }
 
 impl HistoryStatus {
+    /// How much a status says about its minute: a minute stores the most telling status
+    /// seen in it (trouble first, then change, then steady states), so a short error or
+    /// a start and stop within one minute are not hidden by whatever came last.
+    pub fn weight(self) -> u8 {
+        match self {
+            HistoryStatus::Unknown => 0,
+            HistoryStatus::Stopped => 1,
+            HistoryStatus::Running => 2,
+            HistoryStatus::Stopping => 3,
+            HistoryStatus::Starting => 4,
+            HistoryStatus::Degraded => 5,
+            HistoryStatus::Error => 6,
+        }
+    }
+
     /// The spawner's status in history words. A build is `Starting` unless older
     /// replicas keep serving (`serving`), then it is `Running`.
     pub fn from_app(status: AppStatus, serving: bool) -> Self {

@@ -139,7 +139,8 @@ impl Store {
         })
     }
 
-    /// Records each app's status for the minute holding `ts`.
+    /// Records each app's status for the minute holding `ts` (a minute keeps the most
+    /// telling status written in it: `HistoryStatus::weight`).
     pub fn write_statuses(&self, ts: i64, statuses: &[(Uuid, HistoryStatus)]) -> Result<()> {
         let (hour, minute) = status_slot(ts);
         self.write("write_statuses", |txn| {
@@ -152,8 +153,12 @@ impl Store {
                         row.copy_from_slice(v.value());
                     }
                 }
-                row[minute] = status.as_u8();
-                t.insert(key, row.as_slice())?;
+                // The most telling status of the minute stays (`HistoryStatus::weight`).
+                let before = HistoryStatus::from_u8(row[minute]);
+                if status.weight() >= before.weight() {
+                    row[minute] = status.as_u8();
+                    t.insert(key, row.as_slice())?;
+                }
             }
             Ok(())
         })

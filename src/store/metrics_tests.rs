@@ -124,6 +124,34 @@ fn status_history_survives_reopen_and_the_gap_is_unknown() {
 }
 
 #[test]
+fn a_minute_keeps_its_most_telling_status() {
+    let (_d, _p, store) = open();
+    let app = Uuid::new_v4();
+    // Started, ran and stopped within one minute: not shown as just "stopped".
+    for (s, st) in [
+        (1, HistoryStatus::Starting),
+        (20, HistoryStatus::Running),
+        (40, HistoryStatus::Stopping),
+        (50, HistoryStatus::Stopped),
+    ] {
+        store.write_statuses(T0 + s, &[(app, st)]).unwrap();
+    }
+    // A short error in the next minute stays visible after recovery.
+    for (s, st) in [(61, HistoryStatus::Error), (75, HistoryStatus::Running)] {
+        store.write_statuses(T0 + s, &[(app, st)]).unwrap();
+    }
+    let rows = store.status_rows(&[app], T0, T0 + 120).unwrap();
+    let ms = minutes(&rows[&app], T0, T0 + 120);
+    assert_eq!(
+        runs(&ms),
+        vec![
+            (T0, HistoryStatus::Starting),
+            (T0 + 60, HistoryStatus::Error)
+        ]
+    );
+}
+
+#[test]
 fn retention_prunes_in_bounded_transactions() {
     let (_d, _p, store) = open();
     let apps: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
