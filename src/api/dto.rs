@@ -264,6 +264,20 @@ pub enum LogSourceParam {
     Runtime,
 }
 
+/// `?period=` of the metrics and status-history routes (documentation only: the
+/// handlers read the query and answer 400 for anything else).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub enum PeriodParam {
+    #[serde(rename = "1h")]
+    OneHour,
+    #[serde(rename = "6h")]
+    SixHours,
+    #[serde(rename = "24h")]
+    OneDay,
+    #[serde(rename = "7d")]
+    SevenDays,
+}
+
 /// The upload form (documentation only: the handler reads the multipart stream).
 #[derive(Debug, utoipa::ToSchema)]
 pub struct UploadForm {

@@ -136,7 +136,7 @@ fn period_of(q: &HashMap<String, String>) -> ApiResult<Period> {
 
 /// System-wide resource use over a period (admins).
 #[utoipa::path(get, path = "/api/metrics/system", tag = "metrics",
-    params(("period" = Option<String>, Query, description = "1h (raw samples, default), 6h, 24h or 7d (5/15/60-minute buckets)")),
+    params(("period" = Option<super::dto::PeriodParam>, Query, description = "1h (raw samples, default), 6h, 24h or 7d (5/15/60-minute buckets)")),
     responses((status = 200, body = SystemMetricsDto), (status = 400, description = "Unknown period", body = ErrorDto),
               (status = 401, body = ErrorDto), (status = 403, description = "Not an admin", body = ErrorDto)))]
 pub async fn system(
@@ -174,7 +174,7 @@ pub async fn system(
 /// One app's resource use and traffic over a period.
 #[utoipa::path(get, path = "/api/metrics/apps/{id}", tag = "metrics",
     params(("id" = uuid::Uuid, Path, description = "App id"),
-           ("period" = Option<String>, Query, description = "1h (raw samples, default), 6h, 24h or 7d (5/15/60-minute buckets)")),
+           ("period" = Option<super::dto::PeriodParam>, Query, description = "1h (raw samples, default), 6h, 24h or 7d (5/15/60-minute buckets)")),
     responses((status = 200, body = AppMetricsDto), (status = 400, description = "Bad id or unknown period", body = ErrorDto),
               (status = 401, body = ErrorDto), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
 pub async fn app(
@@ -267,7 +267,7 @@ pub struct OneStatusHistoryDto {
 
 /// Status history of the caller's apps (all apps for admins).
 #[utoipa::path(get, path = "/api/status/history", tag = "metrics",
-    params(("period" = Option<String>, Query, description = "1h (default), 6h, 24h or 7d")),
+    params(("period" = Option<super::dto::PeriodParam>, Query, description = "1h (default), 6h, 24h or 7d")),
     responses((status = 200, body = StatusHistoryDto), (status = 400, description = "Unknown period", body = ErrorDto),
               (status = 401, body = ErrorDto)))]
 pub async fn status_history(
@@ -286,7 +286,7 @@ pub async fn status_history(
 /// Status history of one app.
 #[utoipa::path(get, path = "/api/apps/{id}/status/history", tag = "metrics",
     params(("id" = uuid::Uuid, Path, description = "App id"),
-           ("period" = Option<String>, Query, description = "1h (default), 6h, 24h or 7d")),
+           ("period" = Option<super::dto::PeriodParam>, Query, description = "1h (default), 6h, 24h or 7d")),
     responses((status = 200, body = OneStatusHistoryDto), (status = 400, description = "Bad id or unknown period", body = ErrorDto),
               (status = 401, body = ErrorDto), (status = 403, body = ErrorDto), (status = 404, body = ErrorDto)))]
 pub async fn app_status_history(
@@ -349,10 +349,10 @@ pub struct AuditPageDto {
         ("user" = Option<String>, Query, description = "Actor's username or user id"),
         ("app" = Option<uuid::Uuid>, Query, description = "Entries about this app"),
         ("action" = Option<String>, Query, description = "Exact action (app.start), or a prefix ending in a dot (app.)"),
-        ("from" = Option<String>, Query, description = "RFC 3339 time; entries at or after it"),
-        ("to" = Option<String>, Query, description = "RFC 3339 time; entries before it"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
-        ("before" = Option<String>, Query, description = "nextCursor of the previous page"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 time; entries at or after it"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339 time; entries before it"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
+        ("before" = Option<String>, Query, pattern = "^[0-9]{1,19}$", description = "nextCursor of the previous page"),
     ),
     responses((status = 200, body = AuditPageDto), (status = 400, description = "Bad filter, limit or cursor", body = ErrorDto),
               (status = 401, body = ErrorDto), (status = 403, description = "Not an admin", body = ErrorDto)))]

@@ -24,7 +24,7 @@ A wrong type, or `null` for a required field, is a 400 naming the field. Every l
         metrics::audit,
         prometheus::metrics, alerts::deliveries,
     ),
-    components(schemas(dto::ErrorDto, dto::LogSourceParam, crate::spawner::AppStatus, crate::spawner::ContainerInfo,
+    components(schemas(dto::ErrorDto, dto::LogSourceParam, dto::PeriodParam, crate::spawner::AppStatus, crate::spawner::ContainerInfo,
         crate::model::TokenScope, crate::alerts::EventKind)),
     modifiers(&Security, &BodyLimit),
     security(("bearer" = []), ("session" = [])),

@@ -874,8 +874,16 @@ fn log(
 /// The head [`prepare`] would forward upstream, for the property tests and the fuzz
 /// runner (tests/props); not part of the product's interface.
 #[doc(hidden)]
-pub fn fuzz_upstream_head(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Vec<u8>> {
-    prepare(head, client, tls).map(|up| up.upstream_head)
+/// `Err`: the path is refused for an app (the tunnel answers 400 and sends nothing).
+pub fn fuzz_upstream_head(
+    head: &[u8],
+    client: Option<IpAddr>,
+    tls: bool,
+) -> Option<Result<Vec<u8>, PathError>> {
+    prepare(head, client, tls).map(|up| match up.refused {
+        Some(e) => Err(e),
+        None => Ok(up.upstream_head),
+    })
 }
 
 /// [`rewrite_response`] for the property tests and the fuzz runner (tests/props).

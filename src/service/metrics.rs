@@ -154,11 +154,14 @@ pub struct AuditParams {
 
 impl AuditParams {
     pub fn from_query(q: &HashMap<String, String>) -> Self {
-        let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+        // An empty text filter means none; an empty id, time, limit or cursor is as
+        // wrong as any other malformed one (400), as the OpenAPI document says.
+        let text = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+        let get = |k: &str| q.get(k).cloned();
         AuditParams {
-            user: get("user"),
+            user: text("user"),
             app: get("app"),
-            action: get("action"),
+            action: text("action"),
             from: get("from"),
             to: get("to"),
             limit: get("limit"),
