@@ -192,8 +192,7 @@ impl Drop for Published<'_> {
 pub fn http_client(ca_file: Option<&std::path::Path>) -> Result<Box<dyn HttpClient>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = super::mozilla_roots();
     if let Some(path) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<_, _>>())
@@ -210,12 +209,7 @@ pub fn http_client(ca_file: Option<&std::path::Path>) -> Result<Box<dyn HttpClie
                 .map_err(|e| format!("acme_ca_file {}: {e}", path.display()))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = super::client_config(roots)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

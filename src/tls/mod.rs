@@ -71,6 +71,24 @@ impl BackgroundService for Keeper {
     }
 }
 
+/// Mozilla's roots, compiled in (a minimal container without a CA bundle works).
+pub fn mozilla_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots
+}
+
+/// The rustls client config for our own outbound HTTPS (the ACME CA, alert webhooks):
+/// ring, safe protocol versions, trusting `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// `None` when `tls_mode = off`. Synchronous: call it before the server starts.
 pub fn prepare(config: &Config, store: &Store) -> Result<Option<TlsSetup>, TlsError> {
     let resolver = Arc::new(CertResolver::default());
