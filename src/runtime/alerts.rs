@@ -131,27 +131,9 @@ pub async fn next_build_failure(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::app;
     use super::*;
-    use crate::model::{AppSettings, CodeSource};
     use crate::spawner::ContainerInfo;
-
-    fn app() -> App {
-        let now = time::OffsetDateTime::now_utc();
-        App {
-            id: Uuid::new_v4(),
-            name: "A".into(),
-            slug: "a-app".into(),
-            r_version: "latest".into(),
-            packages: vec![],
-            code_source: CodeSource::Upload,
-            entry_script: "run_rserve.R".into(),
-            replicas: 2,
-            settings: AppSettings::default(),
-            owner_id: Uuid::new_v4(),
-            created_at: now,
-            updated_at: now,
-        }
-    }
 
     fn rt(status: AppStatus, health: &[&str], error: Option<&str>) -> AppRuntime {
         AppRuntime {

@@ -183,7 +183,8 @@ mod tests {
     use crate::model::{AppSettings, CodeSource};
     use crate::spawner::ContainerInfo;
 
-    fn app() -> App {
+    /// An app record for the runtime's tests (also `alerts.rs`'s).
+    pub(super) fn app() -> App {
         let now = time::OffsetDateTime::now_utc();
         App {
             id: Uuid::new_v4(),
