@@ -14,7 +14,7 @@ use super::dto::*;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Auth, IdPath, Meta};
 use crate::service::apps::{CreateAppInput, Lifecycle, ScaleInput, UpdateAppInput};
-use crate::service::{apps, AppState, ServiceError};
+use crate::service::{apps, AppState};
 use crate::spawner::LogSource;
 
 /// Base image R versions available on this host, newest first.
@@ -251,45 +251,9 @@ pub async fn upload(
     IdPath(id): IdPath,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Json<UploadDto>> {
-    let mut multipart = multipart
+    let multipart = multipart
         .map_err(|_| ApiError::bad_request("Expected a multipart/form-data body with one file"))?;
-    let too_large = || {
-        ApiError(ServiceError::PayloadTooLarge(format!(
-            "The file is larger than the {} MB upload limit",
-            state.config.upload_max_bytes / (1024 * 1024)
-        )))
-    };
-    let mut file = None;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "Malformed multipart body: {}",
-                    e.body_text()
-                )))
-            }
-        };
-        let Some(name) = field.file_name().map(str::to_string) else {
-            continue; // plain form fields are ignored
-        };
-        if file.is_some() {
-            return Err(ApiError::bad_request("Send exactly one file per upload"));
-        }
-        let data = field.bytes().await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large()
-            } else {
-                ApiError::bad_request(format!("Malformed multipart body: {}", e.body_text()))
-            }
-        })?;
-        file = Some((name, data));
-    }
-    let Some((filename, data)) = file else {
-        return Err(ApiError::bad_request("No file uploaded"));
-    };
+    let (filename, data) = super::spool::single_file(&state, multipart).await?;
     let out = apps::upload(&state, &who, id, filename, data, &meta).await?;
     Ok(Json(UploadDto {
         ok: true,

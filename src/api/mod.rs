@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod prometheus;
+pub mod spool;
 pub mod users;
 
 use axum::extract::DefaultBodyLimit;

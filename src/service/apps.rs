@@ -526,6 +526,28 @@ pub async fn r_versions(state: &AppState) -> ServiceResult<Vec<String>> {
     Ok(state.spawner.r_versions().await?)
 }
 
+/// An uploaded file: in memory (small callers, tests), or spooled to a temp file as it
+/// arrived (the HTTP handlers: a 50 MB upload never sits in memory).
+pub enum UploadData {
+    Bytes(bytes::Bytes),
+    File(tempfile::NamedTempFile),
+}
+
+impl From<bytes::Bytes> for UploadData {
+    fn from(b: bytes::Bytes) -> Self {
+        UploadData::Bytes(b)
+    }
+}
+
+impl UploadData {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            UploadData::Bytes(b) => Ok(b.len() as u64),
+            UploadData::File(f) => Ok(f.as_file().metadata()?.len()),
+        }
+    }
+}
+
 /// Install uploaded code for an upload-sourced app. The previous upload stays intact
 /// unless the new one is complete and safe.
 pub async fn upload(
@@ -533,16 +555,20 @@ pub async fn upload(
     who: &Principal,
     id: Uuid,
     filename: String,
-    data: bytes::Bytes,
+    data: impl Into<UploadData>,
     meta: &ClientMeta,
 ) -> ServiceResult<UploadOutcome> {
+    let data = data.into();
     let mut app = owned_app(state, who, id).await?;
     if !matches!(app.code_source, CodeSource::Upload) {
         return Err(ServiceError::bad_request(
             "This app uses git source. Change codeSource to \"upload\" first.",
         ));
     }
-    if data.len() as u64 > state.config.upload_max_bytes {
+    let len = data
+        .len()
+        .map_err(|e| ServiceError::Internal(format!("could not read the upload: {e}")))?;
+    if len > state.config.upload_max_bytes {
         return Err(ServiceError::PayloadTooLarge(format!(
             "The file is larger than the {} MB upload limit",
             state.config.upload_max_bytes / (1024 * 1024)
@@ -554,7 +580,14 @@ pub async fn upload(
     let _one_at_a_time = state.upload_lock.lock().await;
     let installed = blocking(move || {
         std::fs::create_dir_all(&uploads).map_err(UploadError::Io)?;
-        upload::install(&data, &name, &dest, &upload::Limits::default())
+        let limits = upload::Limits::default();
+        match data {
+            UploadData::Bytes(b) => upload::install(&b, &name, &dest, &limits),
+            UploadData::File(f) => {
+                let file = std::io::BufReader::new(f.as_file());
+                upload::install_from(file, &name, &dest, &limits)
+            }
+        }
     })
     .await?
     .map_err(|e| {

@@ -165,15 +165,25 @@ pub struct Installed {
     pub total_bytes: u64,
 }
 
-/// Validate + extract `data` (the uploaded bytes, named `filename` by the
-/// client) into a fresh temp dir created next to `dest` (same filesystem),
+/// [`install_from`] for an upload held in memory (tests, small callers).
+pub fn install(
+    data: &[u8],
+    filename: &str,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<Installed, UploadError> {
+    install_from(io::Cursor::new(data), filename, dest, limits)
+}
+
+/// Validate + extract `src` (the uploaded bytes, named `filename` by the
+/// client; the server streams uploads to a temp file and passes that) into a fresh temp dir created next to `dest` (same filesystem),
 /// then swap it in: rename the old `dest` away, rename the new dir into
 /// place, remove the old one. On any error `dest` (the previous upload) is
 /// untouched and the temp dir is removed.
 ///
 /// `dest`'s parent is created if missing. Blocking: use `spawn_blocking`.
-pub fn install(
-    data: &[u8],
+pub fn install_from<R: io::Read + io::Seek>(
+    mut src: R,
     filename: &str,
     dest: &Path,
     limits: &Limits,
@@ -185,7 +195,9 @@ pub fn install(
         UploadKind::RScript => Some(script_name(filename)?),
         UploadKind::Zip | UploadKind::TarGz => None,
     };
-    if data.is_empty() {
+    let len = src.seek(io::SeekFrom::End(0))?;
+    src.rewind()?;
+    if len == 0 {
         return Err(UploadError::Empty);
     }
 
@@ -199,13 +211,13 @@ pub fn install(
         .tempdir_in(&parent)?;
 
     let installed = if let Some(name) = script {
-        write_script(data, &name, staging.path(), limits)?
+        write_script(src, len, &name, staging.path(), limits)?
     } else {
         let mut ex = Extractor::new(staging.path(), limits);
         if kind == UploadKind::Zip {
-            zipfile::extract(data, &mut ex)?;
+            zipfile::extract(src, &mut ex)?;
         } else {
-            targz::extract(data, &mut ex)?;
+            targz::extract(src, &mut ex)?;
         }
         ex.finish()?
     };
@@ -245,12 +257,12 @@ fn script_name(filename: &str) -> Result<String, UploadError> {
 }
 
 fn write_script(
-    data: &[u8],
+    mut src: impl io::Read,
+    len: u64,
     name: &str,
     root: &Path,
     limits: &Limits,
 ) -> Result<Installed, UploadError> {
-    let len = data.len() as u64;
     if len > limits.max_total_bytes {
         return Err(UploadError::TooLarge(limits.max_total_bytes));
     }
@@ -260,7 +272,7 @@ fn write_script(
         .create_new(true)
         .mode(FILE_MODE)
         .open(&path)?;
-    io::Write::write_all(&mut file, data)?;
+    io::copy(&mut src, &mut file)?;
     // The umask may have narrowed the mode given at creation.
     fs::set_permissions(&path, fs::Permissions::from_mode(FILE_MODE))?;
     Ok(Installed {

@@ -56,12 +56,12 @@ fn stream_cap(limits: &Limits) -> u64 {
         .saturating_add(1024 * 1024)
 }
 
-pub(crate) fn extract(data: &[u8], ex: &mut Extractor<'_>) -> Result<(), UploadError> {
+pub(crate) fn extract<R: Read>(src: R, ex: &mut Extractor<'_>) -> Result<(), UploadError> {
     let limits = ex.limits().clone();
     let exceeded = Rc::new(Cell::new(false));
     let reader = CappedReader {
         // Multi: some tools write the stream as several gzip members.
-        inner: MultiGzDecoder::new(data),
+        inner: MultiGzDecoder::new(io::BufReader::new(src)),
         remaining: stream_cap(&limits),
         exceeded: exceeded.clone(),
     };

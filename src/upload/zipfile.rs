@@ -1,6 +1,6 @@
 //! `.zip` uploads.
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Read, Seek};
 
 use ::zip::result::ZipError;
 use ::zip::ZipArchive;
@@ -18,7 +18,8 @@ const S_IFLNK: u32 = 0o120_000;
 const MAX_LINK_TARGET: u64 = 4096;
 
 fn corrupt(e: ZipError) -> UploadError {
-    // The archive is in memory, so even ZipError::Io is a format problem.
+    // The archive is a local file already written whole, so even ZipError::Io is
+    // almost always a format problem (a truncated archive).
     UploadError::Corrupt(e.to_string())
 }
 
@@ -26,8 +27,8 @@ fn corrupt_entry(name: &str) -> impl Fn(io::Error) -> UploadError + '_ {
     move |e| UploadError::Corrupt(format!("entry {name:?}: {e}"))
 }
 
-pub(crate) fn extract(data: &[u8], ex: &mut Extractor<'_>) -> Result<(), UploadError> {
-    let mut archive = ZipArchive::new(Cursor::new(data)).map_err(corrupt)?;
+pub(crate) fn extract<R: Read + Seek>(src: R, ex: &mut Extractor<'_>) -> Result<(), UploadError> {
+    let mut archive = ZipArchive::new(src).map_err(corrupt)?;
     // The central directory gives the count up front: refuse before writing.
     let max = ex.limits().max_entries;
     if archive.len() > max {
