@@ -97,7 +97,31 @@ pub fn asset(name: &str) -> Option<&'static Asset> {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/static/{file}", get(serve))
+    Router::new()
+        .route("/static/{file}", get(serve))
+        .route("/favicon.ico", get(favicon))
+}
+
+/// Browsers ask for `/favicon.ico` on pages that name no icon (JSON answers, the
+/// proxy's own error pages); a 404 there shows up as a console error.
+async fn favicon() -> Response {
+    let Some(asset) = asset("favicon.svg") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        asset.bytes,
+    )
+        .into_response()
 }
 
 async fn serve(Path(file): Path<String>) -> Response {
