@@ -753,3 +753,37 @@ async fn htmx_flash_out_of_band_and_boosted_full_page() {
     let r = h.send(req).await;
     assert!(r.text.starts_with("<!doctype html>"));
 }
+
+#[tokio::test]
+async fn static_assets_gzip_when_accepted() {
+    use std::io::Read;
+    let h = Harness::new().await;
+    let page = h.ui_get(&Cred::None, "/login", false).await;
+    let at = page.text.find("/static/htmx.").unwrap();
+    let url: String = page.text[at..].chars().take_while(|c| *c != '"').collect();
+    let plain = h.ui_get(&Cred::None, &url, false).await;
+    assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
+    let req = Harness::request(Method::GET, &url, &Cred::None)
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(h.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(resp.headers()[header::VARY], "accept-encoding");
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        bytes.len() < plain.text.len() / 2,
+        "{} compressed",
+        bytes.len()
+    );
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, plain.text);
+}
