@@ -1,0 +1,4 @@
+//! Admin UI (issue #10). Placeholder until ui-core lands the router.
+
+pub mod charts;
+pub mod grid;
