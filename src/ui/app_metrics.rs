@@ -18,12 +18,28 @@ use crate::service::{apps as svc_apps, AppState, Principal, ServiceResult};
 #[derive(Debug, Clone)]
 pub struct AppMetrics {
     pub app_id: Uuid,
+    pub name: String,
     pub range: &'static str,
     pub ranges: Vec<RangeLink>,
     /// One row: this app.
     pub timeline: Grid,
     pub charts: Vec<Chart>,
     pub stats: Vec<Card>,
+}
+
+/// The fragment `GET /apps/{id}/metrics` answers to htmx.
+#[derive(askama::Template)]
+#[template(path = "partials/app_metrics.html")]
+pub struct AppMetricsPart<'a> {
+    pub app_metrics: &'a AppMetrics,
+}
+
+/// `GET /apps/{id}/metrics` as a page of its own (no htmx): the app's name and the part.
+#[derive(askama::Template)]
+#[template(path = "pages/app_metrics.html")]
+pub struct AppMetricsPage<'a> {
+    pub name: &'a str,
+    pub app_metrics: &'a AppMetrics,
 }
 
 /// Current stats of one app from the collector's latest round (`None`: not sampled
@@ -144,6 +160,7 @@ pub async fn load(
     let snap = state.metrics.load();
     Ok(AppMetrics {
         app_id: id,
+        name: view.app.name.clone(),
         range: period.as_str(),
         ranges: dashboard::range_links(period),
         timeline,

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 pub const WIDTH: f64 = 480.0;
 pub const HEIGHT: f64 = 180.0;
 const LEFT: f64 = 52.0;
-const RIGHT: f64 = 8.0;
+const RIGHT: f64 = 16.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 22.0;
 /// At most this many intervals on the value axis.
@@ -236,8 +236,10 @@ pub struct Chart {
     pub right: String,
     pub top: String,
     pub bottom: String,
-    /// x of the value labels (right-aligned), y of the time labels.
+    /// x of the value labels (right-aligned), y of the time labels, lower end of the
+    /// time ticks.
     pub y_label_x: String,
+    pub tick_end: String,
     pub x_label_y: String,
     pub y_ticks: Vec<Tick>,
     pub x_ticks: Vec<Tick>,
@@ -399,6 +401,7 @@ pub fn chart(input: &ChartInput) -> Chart {
         top: px(y0),
         bottom: px(y1),
         y_label_x: px(x0 - 4.0),
+        tick_end: px(y1 + 4.0),
         x_label_y: px(HEIGHT - 6.0),
         y_ticks,
         x_ticks,
@@ -542,8 +545,8 @@ mod tests {
         assert_eq!(s.lines.len(), 1);
         assert_eq!(s.areas.len(), 1);
         assert_eq!(s.dots.len(), 2);
-        assert_eq!(s.lines[0], "M52,158L53.8,84L55.5,29.2");
-        assert!(s.areas[0].ends_with("L55.5,158L52,158Z"), "{}", s.areas[0]);
+        assert_eq!(s.lines[0], "M52,158L53.7,84L55.4,29.2");
+        assert!(s.areas[0].ends_with("L55.4,158L52,158Z"), "{}", s.areas[0]);
         assert_eq!(s.latest, "10 %");
         assert_eq!(
             c.summary,

@@ -469,13 +469,36 @@ pub async fn load_charts(
     ))
 }
 
-/// Everything the dashboard page shows.
-#[derive(Debug, Clone)]
+/// Everything the dashboard page shows (the page content; the layout wraps it).
+#[derive(Debug, Clone, askama::Template)]
+#[template(path = "pages/dashboard.html")]
 pub struct Dashboard {
     pub range: &'static str,
     pub ranges: Vec<RangeLink>,
     pub cards: Vec<Card>,
     pub grid: Grid,
+    pub charts: Vec<Chart>,
+}
+
+/// `?part=cards`: the cards alone (htmx polling).
+#[derive(Debug, Clone, askama::Template)]
+#[template(path = "partials/dash_cards.html")]
+pub struct CardsPart {
+    pub cards: Vec<Card>,
+}
+
+/// `?part=grid`: the uptime grid alone.
+#[derive(Debug, Clone, askama::Template)]
+#[template(path = "partials/uptime_grid.html")]
+pub struct GridPart {
+    pub grid: Grid,
+}
+
+/// `?part=charts`: the charts alone.
+#[derive(Debug, Clone, askama::Template)]
+#[template(path = "partials/dash_charts.html")]
+pub struct ChartsPart {
+    pub range: &'static str,
     pub charts: Vec<Chart>,
 }
 
@@ -604,6 +627,41 @@ mod tests {
         assert_eq!(r[&0].rpm, Some(3.0));
         assert_eq!(step(Period::H1, 15.0), 15);
         assert_eq!(step(Period::D7, 15.0), 3600);
+    }
+
+    #[test]
+    fn renders_escaped_with_the_hooks() {
+        use askama::Template;
+        let h = 1_704_110_400;
+        let g = grid::grid(
+            Period::H1,
+            h,
+            h + 3600,
+            vec![RowInput {
+                app_id: uuid::Uuid::nil(),
+                slug: "evil".into(),
+                name: "<script>alert(1)</script>".into(),
+                entries: vec![(h, crate::metrics::HistoryStatus::Error)],
+                uptime_percent: Some(0.0),
+            }],
+        );
+        let r = rows(&Series::Points(Vec::new()), 15.0);
+        let d = Dashboard {
+            range: "1h",
+            ranges: range_links(Period::H1),
+            cards: cards(&[], &Snapshot::default(), 15.0),
+            grid: g,
+            charts: resource_charts(["a", "b", "c", "d"], &r, h, h + 3600, 15),
+        };
+        let html = d.render().unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || html.contains("&lt;script&gt;"));
+        assert_eq!(html.matches("class=\"cell st-error\"").count(), 60);
+        assert!(html.contains("title=\"12:00 UTC: error\" aria-label=\"12:00 UTC: error\""));
+        assert!(html.contains("data-slug=\"evil\""));
+        assert_eq!(html.matches("class=\"chart\"").count(), 4);
+        assert!(html.contains("data-range=\"7d\""));
+        assert_eq!(html.matches("class=\"card\"").count(), 7);
     }
 
     #[test]
