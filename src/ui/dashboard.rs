@@ -404,10 +404,20 @@ pub async fn load_cards(state: &AppState, who: &Principal) -> ServiceResult<Vec<
 /// The uptime grid of the caller's apps (all apps for admins).
 pub async fn load_grid(state: &AppState, who: &Principal, period: Period) -> ServiceResult<Grid> {
     let apps = svc_apps::list(state, who).await?;
+    grid_of(state, who, &apps, period).await
+}
+
+/// The grid of `apps` (the caller's, from `service::apps::list`).
+async fn grid_of(
+    state: &AppState,
+    who: &Principal,
+    apps: &[AppView],
+    period: Period,
+) -> ServiceResult<Grid> {
     let histories = svc_metrics::status_history(state, who, period).await?;
-    let slugs: std::collections::HashMap<uuid::Uuid, String> = apps
-        .into_iter()
-        .map(|a| (a.app.id, a.app.slug))
+    let slugs: std::collections::HashMap<uuid::Uuid, &str> = apps
+        .iter()
+        .map(|a| (a.app.id, a.app.slug.as_str()))
         .collect();
     let (from, to) = histories
         .first()
@@ -416,7 +426,7 @@ pub async fn load_grid(state: &AppState, who: &Principal, period: Period) -> Ser
         .into_iter()
         .filter_map(|h| {
             // An app created between the two calls has no slug here yet: next poll.
-            let slug = slugs.get(&h.app_id)?.clone();
+            let slug = slugs.get(&h.app_id)?.to_string();
             Some(RowInput {
                 app_id: h.app_id,
                 slug,
@@ -502,12 +512,14 @@ pub struct ChartsPart {
     pub charts: Vec<Chart>,
 }
 
+/// The whole dashboard over `period`.
 pub async fn load(state: &AppState, who: &Principal, period: Period) -> ServiceResult<Dashboard> {
+    let apps = svc_apps::list(state, who).await?;
     Ok(Dashboard {
         range: period.as_str(),
         ranges: range_links(period),
-        cards: load_cards(state, who).await?,
-        grid: load_grid(state, who, period).await?,
+        cards: cards(&apps, &state.metrics.load(), interval_secs(state)),
+        grid: grid_of(state, who, &apps, period).await?,
         charts: load_charts(state, who, period).await?,
     })
 }
