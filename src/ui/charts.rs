@@ -410,6 +410,12 @@ pub fn chart(input: &ChartInput) -> Chart {
     }
 }
 
+/// No routes of its own: the dashboard and app pages draw these (the module list in
+/// `ui::routes` merges one router per area).
+pub fn routes() -> axum::Router<crate::service::AppState> {
+    axum::Router::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

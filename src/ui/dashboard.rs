@@ -2,9 +2,19 @@
 //! the same service functions the API uses (`service::apps::list`,
 //! `service::metrics::{system, app, status_history}`) and the collector's latest round.
 //! No business rules here: who may see what is decided by the service calls.
+//!
+//! Routes: `GET /` (`?range=1h|24h|7d`; with htmx and `?part=cards|grid|charts`, just
+//! that part, which the page polls) and `GET /apps/{id}/metrics` (the App detail
+//! page's metrics part, see [`super::app_metrics`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use time::OffsetDateTime;
 
 use super::charts::{self, Chart, ChartInput, SeriesInput, Unit};
@@ -15,8 +25,86 @@ use crate::service::apps::AppView;
 use crate::service::metrics::{self as svc_metrics, Series};
 use crate::service::{apps as svc_apps, AppState, Principal, ServiceError, ServiceResult};
 use crate::spawner::AppStatus;
+use super::{Nav, UiError, UiUser};
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/apps/{id}/metrics", get(app_metrics_route))
+}
+
+/// A polled fragment: the template alone, without the flash swap `Page::render` adds
+/// for htmx (a poll must not clear a message the user is reading).
+fn fragment<T: Template>(t: &T) -> Response {
+    match t.render() {
+        Ok(html) => (
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            Html(html),
+        )
+            .into_response(),
+        Err(e) => super::page::render_failed(e),
+    }
+}
+
+async fn index(
+    State(state): State<AppState>,
+    user: UiUser,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let period = range(q.get("range").map(String::as_str)).map_err(|e| user.error(e))?;
+    let who = &user.who;
+    let err = |e: ServiceError| user.error(e);
+    // A part is answered alone only to htmx; a reload of such a URL gets the page.
+    match (user.hx, q.get("part").map(String::as_str)) {
+        (true, Some("cards")) => Ok(fragment(&CardsPart {
+            cards: load_cards(&state, who).await.map_err(err)?,
+        })),
+        (true, Some("grid")) => Ok(fragment(&GridPart {
+            grid: load_grid(&state, who, period).await.map_err(err)?,
+        })),
+        (true, Some("charts")) => Ok(fragment(&ChartsPart {
+            range: period.as_str(),
+            charts: load_charts(&state, who, period).await.map_err(err)?,
+        })),
+        (_, None | Some("" | "cards" | "grid" | "charts")) => {
+            let d = load(&state, who, period).await.map_err(err)?;
+            Ok(user.page("Dashboard", Nav::Dashboard).render(&d))
+        }
+        (_, Some(other)) => Err(err(ServiceError::bad_request(format!(
+            "part {other:?} is not one of cards, grid, charts"
+        )))),
+    }
+}
+
+async fn app_metrics_route(
+    State(state): State<AppState>,
+    user: UiUser,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Err(user.error(UiError::not_found()));
+    };
+    let period = range(q.get("range").map(String::as_str)).map_err(|e| user.error(e))?;
+    // Someone else's app is "not found" (the contract): its existence is not told.
+    let m = super::app_metrics::load(&state, &user.who, id, period)
+        .await
+        .map_err(|e| match e {
+            ServiceError::Forbidden(_) => user.error(UiError::not_found()),
+            e => user.error(e),
+        })?;
+    if user.hx {
+        return Ok(fragment(&super::app_metrics::AppMetricsPart { app_metrics: &m }));
+    }
+    Ok(user
+        .page(format!("Metrics: {}", m.name), Nav::Apps)
+        .render(&super::app_metrics::AppMetricsPage {
+            name: &m.name,
+            app_metrics: &m,
+        }))
+}
 
 /// The ranges the dashboard offers, in link order.
 pub const RANGES: [(Period, &str); 3] = [

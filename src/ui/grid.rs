@@ -195,6 +195,12 @@ pub fn grid(period: Period, from: i64, to: i64, apps: Vec<RowInput>) -> Grid {
     }
 }
 
+/// No routes of its own: the dashboard and app pages draw these (the module list in
+/// `ui::routes` merges one router per area).
+pub fn routes() -> axum::Router<crate::service::AppState> {
+    axum::Router::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
