@@ -962,7 +962,9 @@ async fn unknown_paths_are_json_404_under_api() {
     let r = h.call(Method::GET, "/", &Cred::None, None).await;
     r.expect(StatusCode::SEE_OTHER);
     assert_eq!(r.headers[header::LOCATION], "/login");
-    let r = h.call(Method::GET, "/no-such-page", &Cred::None, None).await;
+    let r = h
+        .call(Method::GET, "/no-such-page", &Cred::None, None)
+        .await;
     r.expect(StatusCode::NOT_FOUND);
     assert!(r.headers[header::CONTENT_TYPE]
         .to_str()
