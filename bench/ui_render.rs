@@ -52,7 +52,13 @@ async fn get(h: &Harness, path: &str, cred: &Cred, gzip: bool) -> (u16, usize, V
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let raw = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let raw = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     let sent = raw.len();
     let body = if enc == "gzip" {
         use std::io::Read;
@@ -110,9 +116,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let end = time::OffsetDateTime::now_utc().unix_timestamp();
     let store = h.state.store.clone();
     let seeded = Instant::now();
-    let rounds =
-        tokio::task::spawn_blocking(move || seed_history::seed(&store, &ids, end, interval).map_err(|e| e.to_string()))
-            .await??;
+    let rounds = tokio::task::spawn_blocking(move || {
+        seed_history::seed(&store, &ids, end, interval).map_err(|e| e.to_string())
+    })
+    .await??;
     let seed_secs = seeded.elapsed().as_secs_f64();
 
     let user = h

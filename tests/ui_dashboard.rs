@@ -71,7 +71,10 @@ async fn dashboard_full_page_and_htmx_parts() {
         "requests",
         "websockets",
     ] {
-        assert!(t.contains(&format!("class=\"card\" data-metric=\"{m}\"")), "{m}");
+        assert!(
+            t.contains(&format!("class=\"card\" data-metric=\"{m}\"")),
+            "{m}"
+        );
     }
     assert!(t.contains("id=\"uptime-grid\""));
     assert_eq!(row_cells(t, "sales").len(), 60);
@@ -97,10 +100,16 @@ async fn dashboard_full_page_and_htmx_parts() {
     assert!(cards.text.contains("1 / 1") || cards.text.contains("0 / 1"));
     assert!(!cards.text.contains("uptime-grid"));
     let grid = h.ui_get(&ui.cred, "/?part=grid&range=24h", true).await;
-    assert!(grid.text.trim_start().starts_with("<section id=\"uptime-grid\""));
+    assert!(grid
+        .text
+        .trim_start()
+        .starts_with("<section id=\"uptime-grid\""));
     assert_eq!(row_cells(&grid.text, "sales").len(), 144);
     let charts = h.ui_get(&ui.cred, "/?part=charts", true).await;
-    assert!(charts.text.trim_start().starts_with("<section id=\"charts\""));
+    assert!(charts
+        .text
+        .trim_start()
+        .starts_with("<section id=\"charts\""));
     assert_eq!(charts.text.matches("<figure class=\"chart\"").count(), 4);
     // Without htmx a part is the whole page (a reload of a pushed URL).
     let whole = h.ui_get(&ui.cred, "/?part=cards", false).await;
@@ -242,13 +251,22 @@ async fn charts_draw_stored_points() {
     let ui = h.ui_admin().await;
     let r = h.ui_get(&ui.cred, "/?part=charts", true).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.text.matches("<path class=\"line\"").count(), 5, "{}", r.text);
+    assert_eq!(
+        r.text.matches("<path class=\"line\"").count(),
+        5,
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("CPU: 90 %"));
     assert!(r.text.contains("requests: 42/min"));
     assert!(r.text.contains("in use: 100 MiB"));
     assert!(r.text.contains("received: 1000 B/s"));
-    assert!(r.text.contains("<title id=\"chart-dash-cpu-t\">CPU</title>"));
-    assert!(r.text.contains("CPU over the last 1 h (UTC): CPU latest 90 %, highest 90 %"));
+    assert!(r
+        .text
+        .contains("<title id=\"chart-dash-cpu-t\">CPU</title>"));
+    assert!(r
+        .text
+        .contains("CPU over the last 1 h (UTC): CPU latest 90 %, highest 90 %"));
     assert!(!r.text.contains("No data in this range"));
     // Nothing stored over a week for a fresh store's earlier days: the lines still
     // draw the recent buckets.
@@ -313,7 +331,9 @@ async fn users_see_only_their_own_apps() {
     assert!(!r.text.contains("admins-app") && !r.text.contains(&admins.to_string()));
     assert!(r.text.contains("0 / 1"), "bob's card counts one app");
     let r = h.ui_get(&admin.cred, "/", false).await;
-    assert!(r.text.contains("data-slug=\"bobs-app\"") && r.text.contains("data-slug=\"admins-app\""));
+    assert!(
+        r.text.contains("data-slug=\"bobs-app\"") && r.text.contains("data-slug=\"admins-app\"")
+    );
     assert!(r.text.contains("0 / 2"));
 
     // Another user's app is a 404, the own one answers; a malformed id too is a 404.
@@ -352,7 +372,9 @@ async fn app_metrics_fragment_and_page() {
     assert!(t.contains("data-metric=\"sampled\""), "no sample yet: {t}");
     assert!(!t.contains("<html"));
 
-    let page = h.ui_get(&ui.cred, &format!("/apps/{id}/metrics"), false).await;
+    let page = h
+        .ui_get(&ui.cred, &format!("/apps/{id}/metrics"), false)
+        .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text.contains("<html") && page.text.contains("<h1>Metrics: Sales</h1>"));
     assert!(page.text.contains("id=\"app-metrics\""));

@@ -428,7 +428,10 @@ mod tests {
         assert_eq!(nice_axis(7.0, 4), (8.0, 2.0));
         assert_eq!(nice_axis(4.0, 4), (4.0, 1.0));
         let (top, step) = nice_axis(0.3, 4);
-        assert!((top - 0.3).abs() < 1e-12 && (step - 0.1).abs() < 1e-12, "{top} {step}");
+        assert!(
+            (top - 0.3).abs() < 1e-12 && (step - 0.1).abs() < 1e-12,
+            "{top} {step}"
+        );
         assert_eq!(nice_axis(1234.0, 4), (1500.0, 500.0));
         // No data, zero, nonsense: 0..1.
         assert_eq!(nice_axis(0.0, 4), (1.0, 0.25));

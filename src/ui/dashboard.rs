@@ -7,6 +7,8 @@
 //! that part, which the page polls) and `GET /apps/{id}/metrics` (the App detail
 //! page's metrics part, see [`super::app_metrics`]).
 
+pub mod app_metrics;
+
 use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
@@ -19,13 +21,13 @@ use time::OffsetDateTime;
 
 use super::charts::{self, Chart, ChartInput, SeriesInput, Unit};
 use super::grid::{self, Grid, RowInput};
+use super::{Nav, UiError, UiUser};
 use crate::metrics::maths::{Bucket, Period, Point};
 use crate::metrics::{AppSample, Snapshot};
 use crate::service::apps::AppView;
 use crate::service::metrics::{self as svc_metrics, Series};
 use crate::service::{apps as svc_apps, AppState, Principal, ServiceError, ServiceResult};
 use crate::spawner::AppStatus;
-use super::{Nav, UiError, UiUser};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -89,18 +91,18 @@ async fn app_metrics_route(
     };
     let period = range(q.get("range").map(String::as_str)).map_err(|e| user.error(e))?;
     // Someone else's app is "not found" (the contract): its existence is not told.
-    let m = super::app_metrics::load(&state, &user.who, id, period)
+    let m = app_metrics::load(&state, &user.who, id, period)
         .await
         .map_err(|e| match e {
             ServiceError::Forbidden(_) => user.error(UiError::not_found()),
             e => user.error(e),
         })?;
     if user.hx {
-        return Ok(fragment(&super::app_metrics::AppMetricsPart { app_metrics: &m }));
+        return Ok(fragment(&app_metrics::AppMetricsPart { app_metrics: &m }));
     }
     Ok(user
         .page(format!("Metrics: {}", m.name), Nav::Apps)
-        .render(&super::app_metrics::AppMetricsPage {
+        .render(&app_metrics::AppMetricsPage {
             name: &m.name,
             app_metrics: &m,
         }))
@@ -317,10 +319,7 @@ pub fn cards(apps: &[AppView], snap: &Snapshot, interval: f64) -> Vec<Card> {
         Card {
             metric: "websockets",
             label: "Open WebSockets",
-            value: or_dash(
-                t.requests_per_min.is_some(),
-                t.websockets_open.to_string(),
-            ),
+            value: or_dash(t.requests_per_min.is_some(), t.websockets_open.to_string()),
             detail: "connections to apps now".into(),
         },
     ]
@@ -650,7 +649,10 @@ mod tests {
         ));
         let links = range_links(Period::H24);
         assert_eq!(
-            links.iter().map(|l| (l.value, l.current)).collect::<Vec<_>>(),
+            links
+                .iter()
+                .map(|l| (l.value, l.current))
+                .collect::<Vec<_>>(),
             [("1h", false), ("24h", true), ("7d", false)]
         );
     }
@@ -677,7 +679,15 @@ mod tests {
         let keys: Vec<&str> = c.iter().map(|c| c.metric).collect();
         assert_eq!(
             keys,
-            ["apps", "containers", "cpu", "memory", "network", "requests", "websockets"]
+            [
+                "apps",
+                "containers",
+                "cpu",
+                "memory",
+                "network",
+                "requests",
+                "websockets"
+            ]
         );
         assert_eq!(c[0].value, "0 / 0");
         assert_eq!(c[0].detail, "no apps yet");
@@ -755,7 +765,10 @@ mod tests {
         };
         let html = d.render().unwrap();
         assert!(!html.contains("<script>"), "{html}");
-        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || html.contains("&lt;script&gt;"));
+        assert!(
+            html.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+                || html.contains("&lt;script&gt;")
+        );
         assert_eq!(html.matches("class=\"cell st-error\"").count(), 60);
         assert!(html.contains("title=\"12:00 UTC: error\" aria-label=\"12:00 UTC: error\""));
         assert!(html.contains("data-slug=\"evil\""));

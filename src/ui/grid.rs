@@ -247,8 +247,14 @@ mod tests {
         assert_eq!((c[0].1, c[1].1), (Running, Error));
         // Sizes per range stay small.
         assert_eq!(cells(&[], H, H + 86_400, cell_secs(Period::H24)).len(), 144);
-        assert_eq!(cells(&[], H, H + 7 * 86_400, cell_secs(Period::D7)).len(), 168);
-        assert_eq!(cells(&[], H, H + 6 * 3600, cell_secs(Period::H6)).len(), 120);
+        assert_eq!(
+            cells(&[], H, H + 7 * 86_400, cell_secs(Period::D7)).len(),
+            168
+        );
+        assert_eq!(
+            cells(&[], H, H + 6 * 3600, cell_secs(Period::H6)).len(),
+            120
+        );
     }
 
     #[test]
@@ -283,7 +289,10 @@ mod tests {
         );
         assert_eq!(g.range, "1h");
         assert_eq!(g.cell_words, "1 min");
-        assert_eq!((g.start_label.as_str(), g.end_label.as_str()), ("12:00", "13:00"));
+        assert_eq!(
+            (g.start_label.as_str(), g.end_label.as_str()),
+            ("12:00", "13:00")
+        );
         let r = &g.rows[0];
         assert_eq!(r.cells.len(), 60);
         assert_eq!(r.cells[0].class, "st-stopped");

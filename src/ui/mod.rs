@@ -15,7 +15,6 @@ pub mod headers;
 pub mod htmx;
 pub mod page;
 
-pub mod app_metrics;
 pub mod apps;
 pub mod audit;
 pub mod charts;

@@ -6,13 +6,13 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::charts::{Chart, Unit};
-use super::dashboard::{self, Card, RangeLink};
-use super::grid::{self, Grid, RowInput};
+use super::{self as dashboard, Card, RangeLink};
 use crate::metrics::maths::Period;
 use crate::metrics::AppSample;
 use crate::service::metrics as svc_metrics;
 use crate::service::{apps as svc_apps, AppState, Principal, ServiceResult};
+use crate::ui::charts::{Chart, Unit};
+use crate::ui::grid::{self, Grid, RowInput};
 
 /// What `templates/partials/app_metrics.html` draws.
 #[derive(Debug, Clone)]
@@ -74,7 +74,10 @@ pub fn stats(sample: Option<&AppSample>, interval: f64) -> Vec<Card> {
             label: "Memory",
             value: Unit::Bytes.format(s.memory_bytes as f64),
             detail: if s.memory_limit_bytes > 0 {
-                format!("of {} limit", Unit::Bytes.format(s.memory_limit_bytes as f64))
+                format!(
+                    "of {} limit",
+                    Unit::Bytes.format(s.memory_limit_bytes as f64)
+                )
             } else {
                 "no limit set".into()
             },
