@@ -68,8 +68,7 @@ pub fn status_class(word: &str) -> &'static str {
 
 /// A path id; anything that is not a UUID is a page that does not exist.
 pub fn app_id(user: &UiUser, raw: &str) -> UiResult<Uuid> {
-    raw.parse()
-        .map_err(|_| user.error(UiError::not_found()))
+    raw.parse().map_err(|_| user.error(UiError::not_found()))
 }
 
 /// A service error as a page. Someone else's app is "not found", as a missing one.
@@ -342,7 +341,10 @@ async fn render_form(
     if errors.has("form") {
         page = page.flash("error", errors.get("form"));
     } else if !errors.is_empty() {
-        page = page.flash("error", "Some fields need attention; see the messages below them.");
+        page = page.flash(
+            "error",
+            "Some fields need attention; see the messages below them.",
+        );
     }
     page.render(&AppFormPage {
         mode,
@@ -465,8 +467,7 @@ struct SlugQuery {
 
 #[derive(Template)]
 #[template(path = "partials/slug_check.html")]
-struct SlugCheck<'a> {
-    slug: &'a str,
+struct SlugCheck {
     ok: bool,
     message: String,
 }
@@ -482,14 +483,17 @@ async fn check_slug(
         (false, String::new())
     } else {
         match apps::check_slug(&state, slug).await {
-            Ok(()) => (true, format!("Available: the app will be served at /{slug}/")),
+            Ok(()) => (
+                true,
+                format!("Available: the app will be served at /{slug}/"),
+            ),
             Err(ServiceError::BadRequest { details, message }) => {
                 (false, details.first().cloned().unwrap_or(message))
             }
             Err(e) => (false, e.to_string()),
         }
     };
-    fragment(&SlugCheck { slug, ok, message })
+    fragment(&SlugCheck { ok, message })
 }
 
 // ---------- detail ----------
@@ -747,7 +751,11 @@ async fn act(
                 };
                 return Ok(see_other(&user, &to));
             }
-            ("success", format!("{done}: {}.", out.status), StatusCode::OK)
+            (
+                "success",
+                format!("{done}: {}.", out.status),
+                StatusCode::OK,
+            )
         }
         Err(e) => ("error", failure_message(&e), failure_status(&user, &e)),
     };
@@ -804,7 +812,10 @@ async fn delete(
     if form.confirm_slug.trim() != view.app.slug {
         let page = user
             .page(view.app.name.clone(), Nav::Apps)
-            .flash("error", "The app was not deleted: the confirmation did not match its slug.")
+            .flash(
+                "error",
+                "The app was not deleted: the confirmation did not match its slug.",
+            )
             .status(StatusCode::BAD_REQUEST);
         let message = format!(
             "Type the app's slug, {}, exactly to confirm.",
@@ -833,7 +844,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("inner.sock"));
         assert_eq!(connect_url(&h, "demo"), "ws://inner.sock/demo/");
-        h.insert("x-forwarded-host", HeaderValue::from_static("example.com:8443"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("example.com:8443"),
+        );
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert_eq!(connect_url(&h, "demo"), "wss://example.com:8443/demo/");
         h.insert(

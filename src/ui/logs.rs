@@ -102,7 +102,8 @@ async fn download(
     let deadline = tokio::time::Instant::now() + DOWNLOAD_MAX_TIME;
     let mut lines = 0usize;
     while lines < DOWNLOAD_MAX_LINES {
-        let wait = DOWNLOAD_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let wait =
+            DOWNLOAD_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         match tokio::time::timeout(wait, stream.next()).await {
             Ok(Some(line)) => {
                 text.push_str(line.trim_end_matches(['\r', '\n']));
@@ -113,10 +114,7 @@ async fn download(
         }
     }
     // The slug is [a-z0-9-] only: safe in the header as it is.
-    let disposition = format!(
-        "attachment; filename=\"{}-{source}.log\"",
-        view.app.slug
-    );
+    let disposition = format!("attachment; filename=\"{}-{source}.log\"", view.app.slug);
     let mut resp = text.into_response();
     let h = resp.headers_mut();
     h.insert(

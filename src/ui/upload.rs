@@ -7,7 +7,6 @@ use askama::Template;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -147,10 +146,7 @@ async fn render(
         name: view.app.name.clone(),
         git: matches!(view.app.code_source, CodeSource::Git { .. }),
         tree: tree_lines(&files),
-        uploaded: files
-            .uploaded_at
-            .map(super::apps::when)
-            .unwrap_or_default(),
+        uploaded: files.uploaded_at.map(super::apps::when).unwrap_or_default(),
         total: human_size(files.total_bytes),
         max_mb: state.config.upload_max_bytes / (1024 * 1024),
         files: &files,
@@ -218,7 +214,9 @@ async fn read_file(
             continue; // the file input left empty
         }
         if file.is_some() {
-            return Err(ServiceError::bad_request("Send exactly one file per upload"));
+            return Err(ServiceError::bad_request(
+                "Send exactly one file per upload",
+            ));
         }
         let mut data = bytes::BytesMut::new();
         loop {
@@ -270,7 +268,14 @@ async fn upload(
                     out.files.len()
                 ),
             };
-            render(&state, &user, id, |p| p.flash("success", message), String::new()).await?
+            render(
+                &state,
+                &user,
+                id,
+                |p| p.flash("success", message),
+                String::new(),
+            )
+            .await?
         }
         Err(ServiceError::Forbidden(_) | ServiceError::NotFound(_)) => {
             return Err(user.error(super::UiError::not_found()))
@@ -344,7 +349,10 @@ async fn entry(
                 &state,
                 &user,
                 id,
-                |p| p.flash("error", "The entry script was not changed.").status(status),
+                |p| {
+                    p.flash("error", "The entry script was not changed.")
+                        .status(status)
+                },
                 message,
             )
             .await

@@ -176,12 +176,8 @@ impl AppForm {
             .into_values()
             .filter(|r| !(r.key.is_empty() && r.value.is_empty()))
             .map(|mut r| {
-                r.stored_secret = stored.is_some_and(|a| {
-                    a.settings
-                        .env
-                        .iter()
-                        .any(|e| e.secret && e.key == r.key)
-                });
+                r.stored_secret = stored
+                    .is_some_and(|a| a.settings.env.iter().any(|e| e.secret && e.key == r.key));
                 r
             })
             .collect();
@@ -539,7 +535,10 @@ mod tests {
         assert_eq!(input.r_version, None);
         assert_eq!(input.code_source, None);
         assert_eq!(input.entry_script, None);
-        assert_eq!((input.replicas, input.memory_mb, input.cpus), (None, None, None));
+        assert_eq!(
+            (input.replicas, input.memory_mb, input.cpus),
+            (None, None, None)
+        );
         assert!(input.env.unwrap().is_empty());
     }
 
@@ -614,7 +613,11 @@ mod tests {
     fn unmarking_a_secret_needs_its_value_again() {
         let app = stored();
         let f = AppForm::from_pairs(
-            &pairs(&[("name", "Demo"), ("env_key_0", "TOKEN"), ("env_value_0", "")]),
+            &pairs(&[
+                ("name", "Demo"),
+                ("env_key_0", "TOKEN"),
+                ("env_value_0", ""),
+            ]),
             Some(&app),
         );
         let e = f.to_update().unwrap_err();
