@@ -321,7 +321,7 @@ async fn render_form(
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let r_version_listed =
-        form.r_version == "latest" || r_versions.iter().any(|v| *v == form.r_version);
+        form.r_version == "latest" || r_versions.contains(&form.r_version);
     let (mode, heading, action, cancel) = match app {
         None => (
             "new",
