@@ -66,7 +66,7 @@ impl FromRequestParts<AppState> for UiUser {
         let hx = is_htmx(&parts.headers);
         if let Some(who) = current(state, &parts.headers).await.map_err(|e| {
             let mut e = UiError::from(e);
-            e.page = Some(Page::bare(e.heading.clone(), hx));
+            e.page = Some(Box::new(Page::bare(e.heading.clone(), hx)));
             e.into_response()
         })? {
             let csrf = who

@@ -25,7 +25,7 @@ pub struct UiError {
     pub heading: String,
     pub message: String,
     /// The page context to render in; `None`: a bare page.
-    pub page: Option<Page>,
+    pub page: Option<Box<Page>>,
     retry_after: Option<u64>,
 }
 
@@ -56,7 +56,7 @@ impl UiError {
 
     /// Render inside this page context (title, user, nav).
     pub fn in_page(mut self, page: Page) -> Self {
-        self.page = Some(page);
+        self.page = Some(Box::new(page));
         self
     }
 }
@@ -113,7 +113,7 @@ impl IntoResponse for UiError {
         let page = match self.page {
             Some(p) => Page {
                 title: self.heading.clone(),
-                ..p
+                ..*p
             },
             None => Page::bare(self.heading.clone(), false),
         }
@@ -149,6 +149,6 @@ pub fn error_page(
 ) -> Response {
     let mut e = UiError::new(status, message);
     e.heading = heading.to_string();
-    e.page = Some(Page::bare(heading, is_htmx(headers)));
+    e.page = Some(Box::new(Page::bare(heading, is_htmx(headers))));
     e.into_response()
 }

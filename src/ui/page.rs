@@ -195,10 +195,8 @@ pub fn render_failed(e: askama::Error) -> Response {
 /// Is this an htmx request (`HX-Request: true`)? History restores
 /// (`HX-History-Restore-Request`) want the whole page.
 pub fn is_htmx(headers: &HeaderMap) -> bool {
-    headers.get("hx-request").is_some_and(|v| v == "true")
-        && !headers
-            .get("hx-history-restore-request")
-            .is_some_and(|v| v == "true")
+    let is = |name: &str| headers.get(name).is_some_and(|v| v == "true");
+    is("hx-request") && !is("hx-history-restore-request")
 }
 
 /// A content template for simple pages and stubs: a heading and one paragraph.
