@@ -320,8 +320,7 @@ async fn render_form(
         Ok(v) => (v.into_iter().filter(|v| v != "latest").collect(), None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let r_version_listed =
-        form.r_version == "latest" || r_versions.contains(&form.r_version);
+    let r_version_listed = form.r_version == "latest" || r_versions.contains(&form.r_version);
     let (mode, heading, action, cancel) = match app {
         None => (
             "new",
