@@ -160,7 +160,7 @@
       if (statuses === 1) {
         say(paused ? "Paused" : "Live");
       } else {
-        say("Ended");
+        say(box.childNodes.length || held.length ? "Ended" : "Ended: no lines");
         src.close();
       }
     });
