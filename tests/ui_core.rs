@@ -691,3 +691,65 @@ async fn audit_log_paged_newest_first() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let _ = UiSession::clone(&admin);
 }
+
+#[tokio::test]
+async fn csrf_token_in_a_multipart_body() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let (bob, _) = h.ui_user(&admin.cred, "bob").await;
+    let post = |token: &str| {
+        let body = format!(
+            "--b0\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n\
+             --b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.R\"\r\n\r\n1\r\n--b0--\r\n"
+        );
+        Harness::request(Method::POST, "/tokens", &admin.cred)
+            .header("sec-fetch-site", "same-origin")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=b0")
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let r = h.send(post(&bob.csrf)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "another session's token");
+    // The right token passes the guard (the tokens form itself wants urlencoded: 415).
+    let r = h.send(post(&admin.csrf)).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
+}
+
+#[tokio::test]
+async fn htmx_flash_out_of_band_and_boosted_full_page() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    // A page change (target #main) clears the flash; a message fills it.
+    let r = h
+        .ui_post(
+            &admin.cred,
+            "/tokens",
+            &[("name", "x")],
+            &[
+                ("x-csrf-token", &admin.csrf),
+                ("hx-request", "true"),
+                ("hx-target", "main"),
+            ],
+        )
+        .await;
+    assert!(r.text.starts_with("<div id=\"flash\""), "{}", r.text);
+    assert!(r.text.contains("hx-swap-oob=\"true\""));
+    assert!(r.text.contains("Token created."));
+    let mut req = Harness::request(Method::GET, "/tokens", &admin.cred);
+    for (k, v) in [("hx-request", "true"), ("hx-target", "main")] {
+        req = req.header(k, v);
+    }
+    let r = h.send(req.body(axum::body::Body::empty()).unwrap()).await;
+    assert!(r.text.starts_with("<div id=\"flash\""));
+    // A fragment request for another target leaves the flash alone.
+    let r = admin.get_hx(&h, "/tokens").await;
+    assert!(!r.text.contains("id=\"flash\""));
+    // Boosted navigation swaps the whole body: it gets the whole page.
+    let req = Harness::request(Method::GET, "/tokens", &admin.cred)
+        .header("hx-request", "true")
+        .header("hx-boosted", "true")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let r = h.send(req).await;
+    assert!(r.text.starts_with("<!doctype html>"));
+}

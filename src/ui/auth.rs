@@ -27,12 +27,17 @@ pub struct UiUser {
     pub csrf: String,
     /// The request is an htmx request: answer the partial.
     pub hx: bool,
+    /// The htmx request swaps `#main` (`HX-Target: main`): a page change, so a
+    /// stale flash message is cleared. A polled fragment leaves it alone.
+    pub hx_main: bool,
 }
 
 impl UiUser {
     /// The page context for a page of this user.
     pub fn page(&self, title: impl Into<String>, nav: Nav) -> Page {
-        Page::new(title, &self.who, self.csrf.clone(), nav, self.hx)
+        let mut p = Page::new(title, &self.who, self.csrf.clone(), nav, self.hx);
+        p.clear_flash = self.hx_main;
+        p
     }
 
     /// A service error as an error page in this user's layout.
@@ -74,7 +79,13 @@ impl FromRequestParts<AppState> for UiUser {
                 .as_deref()
                 .map(csrf::session_token)
                 .unwrap_or_default();
-            return Ok(UiUser { who, csrf, hx });
+            let hx_main = hx && parts.headers.get("hx-target").is_some_and(|v| v == "main");
+            return Ok(UiUser {
+                who,
+                csrf,
+                hx,
+                hx_main,
+            });
         }
         Err(to_login(parts, hx))
     }

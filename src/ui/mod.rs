@@ -67,7 +67,12 @@ pub async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Res
                 .as_deref()
                 .map(csrf::session_token)
                 .unwrap_or_default();
-            let user = UiUser { who, csrf, hx };
+            let user = UiUser {
+                who,
+                csrf,
+                hx,
+                hx_main: hx,
+            };
             user.error(err).into_response()
         }
         _ => err.in_page(Page::bare("Not found", hx)).into_response(),

@@ -80,6 +80,8 @@ pub struct Page {
     pub assets: Assets,
     /// Answer only the content (an htmx request).
     pub hx: bool,
+    /// For htmx: also clear `#flash` when there is no message (a page change).
+    pub clear_flash: bool,
     pub status: StatusCode,
 }
 
@@ -110,6 +112,7 @@ impl Page {
             flash: None,
             assets: Assets::get(),
             hx,
+            clear_flash: false,
             status: StatusCode::OK,
         }
     }
@@ -124,6 +127,7 @@ impl Page {
             flash: None,
             assets: Assets::get(),
             hx,
+            clear_flash: false,
             status: StatusCode::OK,
         }
     }
@@ -142,12 +146,13 @@ impl Page {
     }
 
     /// The page: the content alone for htmx, inside the layout otherwise. For htmx
-    /// the flash message (if any) goes first, as an out-of-band swap of `#flash`.
+    /// the flash message (if any, or an empty one on a page change) goes first, as an
+    /// out-of-band swap of `#flash`; a polled fragment without a message leaves it.
     pub fn render<T: Template>(&self, content: &T) -> Response {
         let body = content.render().and_then(|html| {
             if self.hx {
                 let mut out = String::new();
-                if self.flash.is_some() || self.user.is_some() {
+                if self.user.is_some() && (self.flash.is_some() || self.clear_flash) {
                     out.push_str(&FlashOob { page: self }.render()?);
                 }
                 out.push_str(&html);
@@ -192,11 +197,12 @@ pub fn render_failed(e: askama::Error) -> Response {
         .into_response()
 }
 
-/// Is this an htmx request (`HX-Request: true`)? History restores
-/// (`HX-History-Restore-Request`) want the whole page.
+/// Is this an htmx request that wants the partial (`HX-Request: true`)? History
+/// restores (`HX-History-Restore-Request`) and boosted links (`HX-Boosted`, which
+/// swap the whole body) want the whole page.
 pub fn is_htmx(headers: &HeaderMap) -> bool {
     let is = |name: &str| headers.get(name).is_some_and(|v| v == "true");
-    is("hx-request") && !is("hx-history-restore-request")
+    is("hx-request") && !is("hx-history-restore-request") && !is("hx-boosted")
 }
 
 /// A content template for simple pages and stubs: a heading and one paragraph.
