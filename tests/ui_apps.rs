@@ -599,6 +599,10 @@ async fn detail_page_shows_status_replicas_and_connection() {
         "data-copy=\"#connect-snippet\"",
         "<span class=\"tag\">dplyr</span>",
         "<code>MODE</code> = <code>prod</code>",
+        // ui-dash's parts, included server-side.
+        "<section id=\"app-metrics\"",
+        "id=\"app-timeline\"",
+        "class=\"chart\"",
     ] {
         assert!(page.text.contains(hook), "missing {hook}: {}", page.text);
     }

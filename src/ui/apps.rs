@@ -18,9 +18,11 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use self::form::{AppForm, EnvRow, FieldErrors};
+use super::dashboard::app_metrics::{self, AppMetrics};
 use super::page::{render_failed, Nav};
 use super::{UiError, UiResult, UiUser};
 use crate::api::extract::Meta;
+use crate::metrics::maths::Period;
 use crate::model::{App, CodeSource};
 use crate::service::apps::{self, AppView, Lifecycle};
 use crate::service::{AppState, ServiceError};
@@ -639,6 +641,8 @@ struct DetailPage<'a> {
     csrf: &'a str,
     /// The delete confirmation was wrong: its message.
     delete_error: Option<String>,
+    /// ui-dash's timeline, charts and current stats (`partials/app_metrics.html`).
+    app_metrics: AppMetrics,
 }
 
 /// `ws://host/slug/` or `wss://…`, as the browser reached us: the proxy sets
@@ -691,25 +695,30 @@ async fn detail(
         }));
     }
     let page = with_flash(user.page(view.app.name.clone(), Nav::Apps), &q);
-    Ok(render_detail(&user, page, &view, &headers, None))
+    render_detail(&state, &user, page, &view, &headers, None).await
 }
 
-fn render_detail(
+async fn render_detail(
+    state: &AppState,
     user: &UiUser,
     page: super::Page,
     view: &AppView,
     headers: &HeaderMap,
     delete_error: Option<String>,
-) -> Response {
+) -> UiResult {
+    let app_metrics = app_metrics::load(state, &user.who, view.app.id, Period::H1)
+        .await
+        .map_err(|e| app_error(user, e))?;
     let url = connect_url(headers, &view.app.slug);
-    page.render(&DetailPage {
+    Ok(page.render(&DetailPage {
         app: Summary::of(&view.app),
         live: AppLive::of(view),
         snippet: snippet(&url),
         connect_url: url,
         csrf: &user.csrf,
         delete_error,
-    })
+        app_metrics,
+    }))
 }
 
 // ---------- actions ----------
@@ -767,7 +776,7 @@ async fn act(
         .page(view.app.name.clone(), Nav::Apps)
         .flash(outcome.0, outcome.1)
         .status(outcome.2);
-    Ok(render_detail(&user, page, &view, &headers, None))
+    render_detail(&state, &user, page, &view, &headers, None).await
 }
 
 macro_rules! action {
@@ -820,7 +829,7 @@ async fn delete(
             "Type the app's slug, {}, exactly to confirm.",
             view.app.slug
         );
-        return Ok(render_detail(&user, page, &view, &headers, Some(message)));
+        return render_detail(&state, &user, page, &view, &headers, Some(message)).await;
     }
     match apps::delete(&state, &user.who, id, &meta).await {
         Ok(()) => Ok(see_other(&user, "/apps?flash=deleted")),
@@ -829,7 +838,7 @@ async fn delete(
                 .page(view.app.name.clone(), Nav::Apps)
                 .flash("error", failure_message(&e))
                 .status(failure_status(&user, &e));
-            Ok(render_detail(&user, page, &view, &headers, None))
+            render_detail(&state, &user, page, &view, &headers, None).await
         }
     }
 }
