@@ -7,12 +7,13 @@
 #   python3, python3-websocket    (scripts/rserve_ocap_probe.py)
 #   ca-certificates
 #   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
+#   chromium, chromium-driver     (headless browser + WebDriver, tests/ui_browser.rs)
 # Docker itself is expected to be installed and running already.
 # Runs `apt-get update` only when something is missing. Quiet on success.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates pebble)
+PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates pebble chromium chromium-driver)
 
 missing=()
 for p in "${PKGS[@]}"; do
