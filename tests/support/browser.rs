@@ -339,9 +339,7 @@ impl Browser {
     }
 
     fn try_find(&self, css: &str) -> Option<Element> {
-        self.rt
-            .block_on(self.client().find(Locator::Css(css)))
-            .ok()
+        self.rt.block_on(self.client().find(Locator::Css(css))).ok()
     }
 
     /// How many elements match `css` now.
@@ -453,6 +451,11 @@ impl Browser {
             &format!("select {value:?} in {css}"),
             el.select_by_value(value),
         );
+    }
+
+    /// Accepts a `confirm()`/`alert()` dialog if one is open; whether one was.
+    pub fn accept_alert(&self) -> bool {
+        self.rt.block_on(self.client().accept_alert()).is_ok()
     }
 
     /// Waits until the document has loaded and htmx has no request in flight.
@@ -591,9 +594,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             // Ends the session (Chromium exits); bounded, the group kill follows.
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(5), client.close()).await });
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), client.close()).await
+            });
         }
         // The group we created at start (process_group(0): its id is the driver's).
         unsafe {
