@@ -5,6 +5,7 @@
 #   r-base-core, r-cran-rserve    (host-native Rserve for tests)
 #   mmdebstrap                    (images/rserve-base/build-from-debian.sh)
 #   python3, python3-websocket    (scripts/rserve_ocap_probe.py)
+#   python3-pip                   (scripts/fetch-htmx.sh: htmx for the admin UI, from PyPI)
 #   ca-certificates
 #   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
 #   chromium, chromium-driver     (headless browser + WebDriver, tests/ui_browser.rs)
@@ -13,7 +14,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates pebble chromium chromium-driver)
+PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket python3-pip ca-certificates pebble chromium chromium-driver)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -35,3 +36,6 @@ fi
 if ! command -v docker >/dev/null 2>&1; then
   echo "install-test-deps: WARNING: docker CLI not found (needed for image tests)" >&2
 fi
+
+# htmx for the admin UI: build.rs embeds target/htmx/htmx.min.js (from PyPI).
+bash "$(dirname "$0")/fetch-htmx.sh"

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cmake >/dev/null || need+=(cmake)          # pingora → zlib-ng
 command -v cc >/dev/null || need+=(build-essential)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)   # scripts/fetch-htmx.sh
 if [ ${#need[@]} -gt 0 ]; then
     echo "==> installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -15,6 +16,8 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# htmx for the admin UI comes from PyPI into target/htmx/ (build.rs embeds it).
+bash scripts/fetch-htmx.sh
 echo "==> building (release; the first build takes several minutes)"
 cargo build --release --locked
 exec ./target/release/rserve-proxy serve "$@"

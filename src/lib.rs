@@ -21,4 +21,5 @@ pub mod service;
 pub mod spawner;
 pub mod store;
 pub mod tls;
+pub mod ui;
 pub mod upload;

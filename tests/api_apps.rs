@@ -958,11 +958,13 @@ async fn unknown_paths_are_json_404_under_api() {
         "Method not allowed on this path",
     );
 
-    // Outside /api: the index page and HTML 404s.
+    // Outside /api: the admin UI (logged out: to the login page) and HTML 404s.
     let r = h.call(Method::GET, "/", &Cred::None, None).await;
-    r.expect(StatusCode::OK);
-    assert!(r.text.contains("/api/openapi.json"));
-    let r = h.call(Method::GET, "/settings", &Cred::None, None).await;
+    r.expect(StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/login");
+    let r = h
+        .call(Method::GET, "/no-such-page", &Cred::None, None)
+        .await;
     r.expect(StatusCode::NOT_FOUND);
     assert!(r.headers[header::CONTENT_TYPE]
         .to_str()

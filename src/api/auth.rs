@@ -15,7 +15,7 @@ use crate::service::{auth, AppState};
 
 /// The session cookie for a request over TLS (`__Host-rsp_session`: Secure, Path=/, no
 /// Domain, as that prefix requires) or plain HTTP (`rsp_session`).
-fn session_cookie(value: &str, max_age_secs: u64, tls: bool) -> Option<HeaderValue> {
+pub(crate) fn session_cookie(value: &str, max_age_secs: u64, tls: bool) -> Option<HeaderValue> {
     set_cookie(session_cookie_name(tls), value, max_age_secs, tls)
 }
 
@@ -70,16 +70,22 @@ pub async fn logout(
 ) -> ApiResult<Response> {
     auth::logout(&state, &who, &meta).await?;
     let mut resp = Json(OK).into_response();
-    if let Some(c) = session_cookie("", 0, meta.tls) {
+    clear_session_cookies(&mut resp, &headers, meta.tls);
+    Ok(resp)
+}
+
+/// Clear the session cookie this scheme uses, and the other name too if the request
+/// carried it (API and UI logout).
+pub(crate) fn clear_session_cookies(resp: &mut Response, headers: &HeaderMap, tls: bool) {
+    if let Some(c) = session_cookie("", 0, tls) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
-    let other = session_cookie_name(!meta.tls);
-    if cookie(&headers, other).is_some() {
-        if let Some(c) = set_cookie(other, "", 0, meta.tls) {
+    let other = session_cookie_name(!tls);
+    if cookie(headers, other).is_some() {
+        if let Some(c) = set_cookie(other, "", 0, tls) {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
     }
-    Ok(resp)
 }
 
 /// The authenticated user.

@@ -17,7 +17,7 @@ pub mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 
@@ -77,9 +77,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         // `nest` does not cover `/api/` itself; it is still an API path (JSON 404).
         .route("/api/", axum::routing::any(api_not_found))
-        .route("/", get(index))
+        .merge(crate::ui::routes(state.clone()))
         .route("/metrics", get(prometheus::metrics))
-        .fallback(not_found_page)
+        .fallback(crate::ui::not_found)
+        .layer(axum::middleware::from_fn(crate::ui::headers::secure))
         .layer(axum::middleware::from_fn(body::read_first))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
@@ -109,22 +110,4 @@ async fn method_not_allowed() -> Response {
         axum::Json(serde_json::json!({ "error": "Method not allowed on this path" })),
     )
         .into_response()
-}
-
-/// Until the admin UI lands, the root says where things are.
-async fn index() -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>rserve-proxy</title>\
-         <h1>rserve-proxy {}</h1><p>The REST API is under <code>/api</code>; \
-         its OpenAPI document is <a href=\"/api/openapi.json\">/api/openapi.json</a>. \
-         Health: <a href=\"/api/health\">/api/health</a>.</p>",
-        env!("CARGO_PKG_VERSION")
-    ))
-}
-
-async fn not_found_page() -> (StatusCode, Html<&'static str>) {
-    (
-        StatusCode::NOT_FOUND,
-        Html("<!doctype html><meta charset=utf-8><title>Not found</title><h1>Not found</h1>"),
-    )
 }

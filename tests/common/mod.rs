@@ -18,6 +18,8 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+pub mod ui;
+
 use rserve_proxy::config::Config;
 use rserve_proxy::service::AppState;
 use rserve_proxy::spawner::{
