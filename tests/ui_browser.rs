@@ -82,6 +82,58 @@ fn browser_reports_csp_violations_and_console_errors() {
     assert!(r.is_err(), "assert_no_problems passed with an error logged");
 }
 
+/// The real binary's pages (no Docker): logged-out redirect, the CSP header really
+/// blocks an inline script (and the browser reports it), the pages ui-core serves
+/// render without console errors or violations.
+#[test]
+fn real_csp_blocks_inline_script_and_pages_are_clean() {
+    let _one = serial();
+    let Some(tools) = support::browser::tools_or_skip() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[("RSP_ADMIN_PASSWORD", PASSWORD)]);
+    let base = server.base.clone();
+    let mut b = Browser::start_with(&tools, "csp", Viewport::DESKTOP);
+    b.goto(&format!("{base}/settings"));
+    b.wait_until(WAIT, "redirect to the login page", |b| {
+        b.url().path() == "/login"
+    });
+    b.find("#login-form");
+    b.page("login");
+    // A script element added to the real page: the CSP header must refuse it.
+    b.exec(
+        "const s = document.createElement('script'); \
+         s.textContent = 'window.injectedRan = true;'; document.body.appendChild(s);",
+        vec![],
+    );
+    assert_eq!(
+        b.exec("return window.injectedRan === true;", vec![]),
+        serde_json::Value::Bool(false),
+        "an inline script ran: the CSP header does not block it"
+    );
+    let log = b.take_log();
+    assert!(
+        log.iter().any(|e| e.is_csp_violation() && e.is_problem()),
+        "the browser did not report the blocked inline script: {log:?}"
+    );
+    b.login(&base, "admin", PASSWORD);
+    assert_eq!(
+        b.path(),
+        "/settings",
+        "not sent back to where the visitor was going"
+    );
+    for (path, name) in [
+        ("/tokens", "tokens"),
+        ("/users", "users"),
+        ("/settings", "settings"),
+    ] {
+        b.goto(&format!("{base}{path}"));
+        b.page(&format!("page-{name}"));
+    }
+    b.assert_no_problems();
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|c| match c {

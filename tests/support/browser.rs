@@ -471,9 +471,13 @@ impl Browser {
         });
     }
 
-    /// Logs in through the login form and waits to leave it.
+    /// Logs in through the login form and waits to leave it. On the login page
+    /// already (e.g. `/login?next=…` after a redirect) that form is used, so the
+    /// way back is kept; elsewhere `/login` is opened first.
     pub fn login(&self, base: &str, username: &str, password: &str) {
-        self.goto(&format!("{base}/login"));
+        if self.url().path() != "/login" || !self.exists("#login-form") {
+            self.goto(&format!("{base}/login"));
+        }
         self.fill("#login-form input[name=username]", username);
         self.fill("#login-form input[name=password]", password);
         self.click("#login-submit");
