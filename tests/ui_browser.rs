@@ -204,10 +204,6 @@ fn flow(label: &str, viewport: Viewport) {
     );
     let base = server.base.clone();
     let mut b = Browser::start_with(&tools, label, viewport);
-    let slug = format!(
-        "ui-{label}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
 
     // ---- login, with the way back to where the visitor was going
     b.goto(&format!("{base}/tokens"));
@@ -264,6 +260,22 @@ fn flow(label: &str, viewport: Viewport) {
     }
     b.page("dashboard");
 
+    app_steps(&mut b, &server, &leftovers);
+    account_steps(&mut b, &server);
+    b.assert_no_problems();
+    eprintln!("[{label}] flow done in {:?}", t0.elapsed());
+}
+
+/// Create an upload app, upload a zip, pick the entry script, start, see it
+/// running (live), connect, watch its logs, stop, delete.
+fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
+    let base = server.base.clone();
+    let label = b.label.clone();
+    let slug = format!(
+        "ui-{label}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let t0 = Instant::now();
     // ---- apps list → new app (upload)
     b.goto(&format!("{base}/apps"));
     b.find("#apps-table, #new-app");
@@ -335,7 +347,7 @@ fn flow(label: &str, viewport: Viewport) {
     b.click("#action-start");
     b.settle();
     b.find("#app-status");
-    let marker = mark_page(&b);
+    let marker = mark_page(b);
     let mut seen = Vec::new();
     b.wait_until(RUNNING_WITHIN, "#app-status says running", |b| {
         let s = status_text(b);
@@ -344,7 +356,7 @@ fn flow(label: &str, viewport: Viewport) {
         }
         s == "running"
     });
-    let live_on_start = page_marked(&b, &marker) && seen.len() > 1;
+    let live_on_start = page_marked(b, &marker) && seen.len() > 1;
     eprintln!(
         "[{label}] statuses after start: {seen:?} ({:?})",
         t0.elapsed()
@@ -365,8 +377,8 @@ fn flow(label: &str, viewport: Viewport) {
     if !live_on_start {
         // The start answered once the app already ran; show the live update with a
         // change made elsewhere (the REST API), the page left open.
-        let marker = mark_page(&b);
-        let api = api_client(&server, PASSWORD);
+        let marker = mark_page(b);
+        let api = api_client(server, PASSWORD);
         let stop_url = server.url(&format!("/api/apps/{id}/stop"));
         let stopper = std::thread::spawn(move || api.post(stop_url).send().unwrap().status());
         b.wait_until(
@@ -376,7 +388,7 @@ fn flow(label: &str, viewport: Viewport) {
         );
         assert_eq!(stopper.join().unwrap(), 200);
         assert!(
-            page_marked(&b, &marker),
+            page_marked(b, &marker),
             "the page reloaded: status did not change in place"
         );
         b.click("#action-start");
@@ -402,14 +414,14 @@ fn flow(label: &str, viewport: Viewport) {
         |b| connection_lines(b) >= 1,
     );
     std::thread::sleep(Duration::from_millis(500));
-    let before = connection_lines(&b);
-    let marker = mark_page(&b);
+    let before = connection_lines(b);
+    let marker = mark_page(b);
     // ... and a new connection writes a new line, which must appear without reload.
     assert_eq!(ocap_add(&ws_url, 1.0, 1.0), 2.0);
     b.wait_until(Duration::from_secs(30), "a new log line arrives", |b| {
         connection_lines(b) > before
     });
-    assert!(page_marked(&b, &marker), "the logs page reloaded");
+    assert!(page_marked(b, &marker), "the logs page reloaded");
     b.page("logs");
 
     // ---- stop, delete with the slug
@@ -438,7 +450,13 @@ fn flow(label: &str, viewport: Viewport) {
         "containers left after delete"
     );
     b.collect_problems("after-delete", &[]);
+}
 
+/// Tokens (create, use, revoke), users (create a non-admin, who then cannot reach
+/// the users page), change the password and log in with the new one.
+fn account_steps(b: &mut Browser, server: &Server) {
+    let base = server.base.clone();
+    let label = b.label.clone();
     // ---- API token: create, use, revoke
     b.goto(&format!("{base}/tokens"));
     b.find("#token-form");
@@ -472,7 +490,7 @@ fn flow(label: &str, viewport: Viewport) {
     );
     b.page("token-created");
     assert_eq!(
-        api_with_token(&server, &raw),
+        api_with_token(server, &raw),
         200,
         "the new token does not work"
     );
@@ -482,7 +500,7 @@ fn flow(label: &str, viewport: Viewport) {
     // A confirmation dialog, if the page asks, is answered yes.
     let _ = b.accept_alert();
     b.wait_until(WAIT, "the token is refused after revoke", |_| {
-        api_with_token(&server, &raw) == 401
+        api_with_token(server, &raw) == 401
     });
     b.settle();
     b.collect_problems("token-revoked", &[]);
@@ -540,9 +558,6 @@ fn flow(label: &str, viewport: Viewport) {
     }
     b.login(&base, "admin", NEW_PASSWORD);
     assert_eq!(b.text("#current-user").trim(), "admin");
-
-    b.assert_no_problems();
-    eprintln!("[{label}] flow done in {:?}", t0.elapsed());
 }
 
 // ---- page helpers ----------------------------------------------------------------
