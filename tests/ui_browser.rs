@@ -484,10 +484,10 @@ fn account_steps(b: &mut Browser, server: &Server) {
         .expect("raw token in #new-token")
         .as_str()
         .to_string();
-    assert!(
-        b.exists("#new-token .copy-btn"),
-        "no copy button by the new token"
-    );
+    let copy = ".copy-btn[data-copy=\"#new-token\"]";
+    assert!(b.exists(copy), "no copy button for the new token");
+    // The copy works (clipboard) without a console error.
+    b.click(copy);
     b.page("token-created");
     assert_eq!(
         api_with_token(server, &raw),
@@ -534,6 +534,8 @@ fn account_steps(b: &mut Browser, server: &Server) {
     );
     assert!(!b.exists("#user-form"), "a non-admin sees the user form");
     assert_eq!(b.url().path(), "/users", "403 page, not a redirect");
+    let h1 = b.text("h1");
+    assert!(!h1.trim().is_empty(), "the refusal page has no heading");
     b.screenshot("users-forbidden");
     b.collect_problems(
         "users-forbidden",
