@@ -607,3 +607,20 @@ fn validate_entry(name: &str) -> bool {
     validate::entry_script(&mut p, name);
     p.finish().is_ok()
 }
+
+/// Would `create` accept this slug now? `Ok`, or the error `create` would give for it
+/// (400 with the validation message, 409 when an app has it). Read-only: a slug free
+/// now can still be taken before the create, which then answers 409 itself.
+pub async fn check_slug(state: &AppState, slug: &str) -> ServiceResult<()> {
+    let mut p = Problems::default();
+    validate::slug(&mut p, slug);
+    p.finish()?;
+    let wanted = slug.to_string();
+    if with_store(&state.store, move |s| s.get_app_by_slug(&wanted))
+        .await?
+        .is_some()
+    {
+        return Err(crate::store::StoreError::SlugTaken(slug.to_string()).into());
+    }
+    Ok(())
+}

@@ -84,6 +84,9 @@ pub struct StatusHistory {
     pub entries: Vec<(i64, HistoryStatus)>,
     /// Percent of the known minutes running or degraded; `None` if none is known.
     pub uptime_percent: Option<f64>,
+    /// The minutes covered, `[from, to)` (unix seconds, whole minutes).
+    pub from: i64,
+    pub to: i64,
 }
 
 /// The minutes of a period ending with the current one: `[from, to)`.
@@ -111,6 +114,8 @@ async fn histories(
                 app_name: a.name,
                 entries,
                 uptime_percent,
+                from,
+                to,
             }
         })
         .collect())

@@ -2,6 +2,7 @@
 //! the UI later) only extract, call one of these, and map the result — so the two
 //! cannot disagree.
 
+pub mod app_code;
 pub mod apps;
 pub mod auth;
 pub mod metrics;
