@@ -8,12 +8,13 @@
 #   python3-pip                   (scripts/fetch-htmx.sh: htmx for the admin UI, from PyPI)
 #   ca-certificates
 #   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
+#   chromium, chromium-driver     (headless browser + WebDriver, tests/ui_browser.rs)
 # Docker itself is expected to be installed and running already.
 # Runs `apt-get update` only when something is missing. Quiet on success.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket python3-pip ca-certificates pebble)
+PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket python3-pip ca-certificates pebble chromium chromium-driver)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,6 +2,8 @@
 //! (tests/binary.rs, tests/docker_api.rs): the server, its port and an HTTP client.
 #![allow(dead_code)]
 
+/// Headless Chromium over WebDriver: the admin UI browser tests.
+pub mod browser;
 /// Test certificates for TLS (files mode).
 pub mod certs;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
