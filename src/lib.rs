@@ -20,5 +20,6 @@ pub mod server;
 pub mod service;
 pub mod spawner;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod upload;
