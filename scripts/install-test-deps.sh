@@ -7,10 +7,12 @@
 #   python3, python3-websocket    (scripts/rserve_ocap_probe.py)
 #   ca-certificates
 #   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
+#   cargo-deb (crates.io)         (the .deb of tests/systemd_deb.rs), into target/tools
 # Docker itself is expected to be installed and running already.
 # Runs `apt-get update` only when something is missing. Quiet on success.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+cd "$(dirname "$0")/.."
 
 PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket ca-certificates pebble)
 
@@ -29,6 +31,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     cat "$log" >&2; rm -f "$log"; exit 1
   fi
   rm -f "$log"
+fi
+
+# cargo-deb builds the .deb that tests/systemd_deb.rs installs; pinned so its
+# behaviour (e.g. --profile dev for the test package) does not change under us.
+CARGO_DEB_VERSION=3.8.0
+if ! target/tools/bin/cargo-deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
+  echo "install-test-deps: installing cargo-deb $CARGO_DEB_VERSION into target/tools" >&2
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --root target/tools --quiet
 fi
 
 if ! command -v docker >/dev/null 2>&1; then
