@@ -24,8 +24,12 @@ die() { printf '[systemd-test-image] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root)"
 docker info >/dev/null 2>&1 || die "Docker daemon not reachable"
-if [ "$FORCE" -eq 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  log "$IMAGE exists; nothing to do (--force rebuilds)"
+# Bump when the package list or set-up below changes: an image of an older recipe
+# is rebuilt.
+RECIPE=2
+have="$(docker image inspect -f '{{ index .Config.Labels "rsp-systemd-test.recipe" }}' "$IMAGE" 2>/dev/null || true)"
+if [ "$FORCE" -eq 0 ] && [ "$have" = "$RECIPE" ]; then
+  log "$IMAGE exists (recipe $RECIPE); nothing to do (--force rebuilds)"
   exit 0
 fi
 if ! command -v mmdebstrap >/dev/null; then
@@ -47,11 +51,12 @@ while read -r uri rel; do sources+=("deb $uri $rel main"); done < <(
 start=$(date +%s)
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/rsp-systemd-test.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
-# systemd as init, dbus for systemctl, curl for the checks made inside. The merged-usr
+# systemd as init, dbus for systemctl, procps (kill, for ExecReload; on every real
+# server), curl for the checks made inside. The merged-usr
 # hook avoids usrmerge (and perl). No getty in a container: masked below.
 mmdebstrap --mode=root --variant=minbase \
   --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-  --include=systemd,systemd-sysv,dbus,ca-certificates,curl \
+  --include=systemd,systemd-sysv,dbus,procps,ca-certificates,curl \
   --dpkgopt='force-unsafe-io' \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -62,6 +67,7 @@ mmdebstrap --mode=root --variant=minbase \
 docker import \
   --change 'ENV container=docker' \
   --change 'CMD ["/lib/systemd/systemd"]' \
+  --change "LABEL rsp-systemd-test.recipe=$RECIPE" \
   --message "rserve-proxy systemd test image (Debian bookworm)" \
   "$TMP/rootfs.tar" "$IMAGE" >/dev/null
 log "built $IMAGE in $(( $(date +%s) - start ))s"
