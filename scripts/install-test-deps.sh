@@ -9,10 +9,12 @@
 #   ca-certificates
 #   pebble                        (ACME test server + pebble-challtestsrv DNS, tests/tls.rs)
 #   chromium, chromium-driver     (headless browser + WebDriver, tests/ui_browser.rs)
+#   cargo-deb (crates.io)         (the .deb of tests/systemd_deb.rs), into target/tools
 # Docker itself is expected to be installed and running already.
 # Runs `apt-get update` only when something is missing. Quiet on success.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+cd "$(dirname "$0")/.."
 
 PKGS=(cmake r-base-core r-cran-rserve mmdebstrap python3 python3-websocket python3-pip ca-certificates pebble chromium chromium-driver)
 
@@ -31,6 +33,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     cat "$log" >&2; rm -f "$log"; exit 1
   fi
   rm -f "$log"
+fi
+
+# cargo-deb builds the .deb that tests/systemd_deb.rs installs; pinned so its
+# behaviour (e.g. --profile dev for the test package) does not change under us.
+CARGO_DEB_VERSION=3.8.0
+if ! target/tools/bin/cargo-deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
+  echo "install-test-deps: installing cargo-deb $CARGO_DEB_VERSION into target/tools" >&2
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --root target/tools --quiet
 fi
 
 if ! command -v docker >/dev/null 2>&1; then

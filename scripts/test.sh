@@ -20,6 +20,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 # The R base image, built from Debian's packages (no registry here); cached by tag.
 bash images/rserve-base/build-from-debian.sh
+# Debian 12 with systemd as PID 1, for the .deb test (tests/systemd_deb.rs); cached by tag.
+bash packaging/build-systemd-test-image.sh
 # Native Rserve and the base image answer OCAP calls before any Rust test relies on them.
 bash scripts/rserve-smoke-test.sh
 

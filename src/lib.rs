@@ -20,6 +20,7 @@ pub mod server;
 pub mod service;
 pub mod spawner;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod ui;
 pub mod upload;

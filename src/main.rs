@@ -15,10 +15,20 @@ use rserve_proxy::spawner::docker::DockerSpawner;
 use rserve_proxy::store::Store;
 use rserve_proxy::{auth, logging, server};
 
+/// `--version`: package version, git commit and build date (from build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RSP_GIT_COMMIT"),
+    ", built ",
+    env!("RSP_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "rserve-proxy",
-    version,
+    version = VERSION,
     about = "Run R (Rserve) apps on your own server"
 )]
 struct Cli {

@@ -166,6 +166,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         server.add_service(background_service("memory trim", trim));
     }
     server.add_service(proxy);
+    // Under systemd: READY=1 once the listener and control plane answer, then the
+    // watchdog (src/systemd.rs). Does nothing elsewhere.
+    server.add_service(background_service(
+        "systemd notifier",
+        crate::systemd::Notifier {
+            control_socket: config.control_socket(),
+            listen: config.listen,
+            status: format!("serving on {}", config.listen),
+        },
+    ));
 
     tracing::info!(
         listen = %config.listen,
@@ -314,6 +324,7 @@ impl ShutdownSignalWatch for TerminateGracefully {
                 std::future::pending::<()>().await;
             }
         }
+        crate::systemd::stopping();
         ShutdownSignal::GracefulTerminate
     }
 }
