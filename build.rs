@@ -81,6 +81,7 @@ fn version_metadata() {
             }
         }
     }
+}
 
 /// htmx 2.0.3 `htmx.min.js` from django-js-lib-htmx 2.0.3.1.
 const HTMX_SHA256: &str = "491955cd1810747d7d7b9ccb936400afb760e06d25d53e4572b64b6563b2784e";
