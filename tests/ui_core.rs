@@ -787,3 +787,62 @@ async fn static_assets_gzip_when_accepted() {
         .unwrap();
     assert_eq!(out, plain.text);
 }
+
+#[tokio::test]
+async fn login_works_with_the_cookie_of_an_ended_session() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let Cred::Cookie(old) = admin.cred.clone() else {
+        unreachable!()
+    };
+    assert_eq!(
+        admin.post(&h, "/logout", &[]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The browser still sends the old session cookie with the login form.
+    let form = h.ui_get(&admin.cred, "/login", false).await;
+    assert_eq!(
+        form.status,
+        StatusCode::OK,
+        "an ended session sees the form"
+    );
+    let login_cookie = form
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = csrf_of(&form.text).unwrap();
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/login")
+        .header("x-forwarded-for", "192.0.2.90")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::COOKIE, format!("rsp_session={old}; {login_cookie}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(format!(
+            "csrf={token}&username=admin&password={ADMIN_PASSWORD}&next=%2F"
+        )))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(common::session_from(&r.headers).is_some());
+    // A session's token is no login token.
+    let r = h
+        .ui_post(
+            &admin.cred,
+            "/login",
+            &[
+                ("csrf", &admin.csrf),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
