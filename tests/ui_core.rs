@@ -697,21 +697,33 @@ async fn csrf_token_in_a_multipart_body() {
     let h = Harness::new().await;
     let admin = h.ui_admin().await;
     let (bob, _) = h.ui_user(&admin.cred, "bob").await;
-    let post = |token: &str| {
+    // A browser's boundary (mixed case), the token first, then a file.
+    const B: &str = "----WebKitFormBoundaryAbC7xYz";
+    let post = |first: &str, token: &str| {
         let body = format!(
-            "--b0\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n\
-             --b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.R\"\r\n\r\n1\r\n--b0--\r\n"
+            "--{B}\r\nContent-Disposition: form-data; name=\"{first}\"\r\n\r\n{token}\r\n\
+             --{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.R\"\r\n\r\n{}\r\n--{B}--\r\n",
+            "x".repeat(200_000)
         );
         Harness::request(Method::POST, "/tokens", &admin.cred)
             .header("sec-fetch-site", "same-origin")
-            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=b0")
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={B}"),
+            )
             .body(axum::body::Body::from(body))
             .unwrap()
     };
-    let r = h.send(post(&bob.csrf)).await;
+    let r = h.send(post("csrf", &bob.csrf)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "another session's token");
+    let r = h.send(post("other", &admin.csrf)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "the token must be the first part"
+    );
     // The right token passes the guard (the tokens form itself wants urlencoded: 415).
-    let r = h.send(post(&admin.csrf)).await;
+    let r = h.send(post("csrf", &admin.csrf)).await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
 }
 

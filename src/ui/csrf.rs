@@ -14,7 +14,8 @@
 //! **Check.** [`guard`] runs on every UI route (layered in `ui::routes`, so pages added
 //! later are covered without doing anything): a request with a state-changing method
 //! must pass `api::csrf::check` and carry the token, as header `X-CSRF-Token` (htmx:
-//! `hx-headers` on `<body>`) or as form field `csrf` (urlencoded or multipart).
+//! `hx-headers` on `<body>`) or as form field `csrf` (urlencoded; multipart: the first
+//! part, so an upload is not read into memory to find it).
 //! Compared in constant time. Otherwise: the 403 page, and the handler never runs.
 
 use axum::body::Body;
@@ -136,35 +137,36 @@ fn refused(headers: &HeaderMap, message: &str) -> Response {
 /// The `csrf` field of a urlencoded or multipart body, and the request rebuilt with
 /// the same body for the handler.
 async fn form_token(req: Request, limit: usize) -> Result<(Request, Option<String>), Response> {
+    // The boundary is case-sensitive: keep the header as sent, compare the type only.
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
-    let is_form = ctype.starts_with("application/x-www-form-urlencoded");
-    let is_multipart = ctype.starts_with("multipart/form-data");
-    if !is_form && !is_multipart {
+        .to_string();
+    let kind = ctype.to_ascii_lowercase();
+    if kind.starts_with("multipart/form-data") {
+        return Ok(multipart_token(req, &ctype).await);
+    }
+    if !kind.starts_with("application/x-www-form-urlencoded") {
         return Ok((req, None));
     }
     let (parts, body) = req.into_parts();
-    // Uploads are not pre-read by `read_first`: bound them by the upload limit (a
-    // form post from htmx or app.js sends the header and never gets here).
+    // Non-upload bodies are already in memory (`read_first`); an urlencoded post to an
+    // upload path is bounded by the upload limit.
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => return Err(error_page(
-            &parts.headers,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The request body could not be read to its end, or it is over the upload size limit."
-                .into(),
-        )),
+        Err(_) => {
+            return Err(error_page(
+                &parts.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request body could not be read to its end, or it is over the size limit."
+                    .into(),
+            ))
+        }
     };
-    let token = if is_form {
-        form_urlencoded_field(&bytes, FIELD)
-    } else {
-        multipart_field(&ctype, bytes.clone()).await
-    };
+    let token = form_urlencoded_field(&bytes, FIELD);
     Ok((Request::from_parts(parts, Body::from(bytes)), token))
 }
 
@@ -174,18 +176,49 @@ fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The first `csrf` part of a multipart body (multer directly: axum's extractor
-/// would apply its 2 MB default limit to an upload).
-async fn multipart_field(ctype: &str, body: Bytes) -> Option<String> {
-    let boundary = multer::parse_boundary(ctype).ok()?;
-    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
-    let mut mp = multer::Multipart::new(stream, boundary);
-    while let Ok(Some(field)) = mp.next_field().await {
-        if field.name() == Some(FIELD) {
-            return field.text().await.ok();
+/// How much of a multipart body is read to find its first part.
+const FIRST_PART_MAX: usize = 64 * 1024;
+
+/// A multipart body's token is its FIRST part, named `csrf` (our forms put it first).
+/// Only that part is read here (at most [`FIRST_PART_MAX`] bytes); the handler gets
+/// those bytes followed by the rest of the stream, so an upload still streams to its
+/// handler instead of being held in memory.
+async fn multipart_token(req: Request, ctype: &str) -> (Request, Option<String>) {
+    use futures_util::StreamExt;
+    let (parts, body) = req.into_parts();
+    let Ok(boundary) = multer::parse_boundary(ctype) else {
+        return (Request::from_parts(parts, body), None);
+    };
+    let end_of_first = format!("\r\n--{boundary}");
+    let mut stream = body.into_data_stream();
+    let mut prefix = bytes::BytesMut::new();
+    while prefix.len() < FIRST_PART_MAX && !contains(&prefix, end_of_first.as_bytes()) {
+        match stream.next().await {
+            Some(Ok(chunk)) => prefix.extend_from_slice(&chunk),
+            Some(Err(_)) | None => break,
         }
     }
-    None
+    let prefix = prefix.freeze();
+    let token = first_field(boundary, prefix.clone()).await;
+    let rest =
+        futures_util::stream::once(async move { Ok::<_, axum::Error>(prefix) }).chain(stream);
+    (Request::from_parts(parts, Body::from_stream(rest)), token)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The value of the first part if it is the `csrf` field (multer directly: axum's
+/// extractor would want the whole body).
+async fn first_field(boundary: String, prefix: Bytes) -> Option<String> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(prefix) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let field = mp.next_field().await.ok()??;
+    if field.name() != Some(FIELD) {
+        return None;
+    }
+    field.text().await.ok()
 }
 
 #[cfg(test)]
@@ -202,6 +235,32 @@ mod tests {
         assert!(same(&a, &a.clone()));
         assert!(!same(&a, &a[..63]));
         assert!(!same("", ""));
+    }
+
+    #[tokio::test]
+    async fn multipart_first_part_read_and_body_kept_whole() {
+        let b = "XyZBoundary9";
+        let body = format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok123\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.R\"\r\n\r\n{}\r\n--{b}--\r\n",
+            "y".repeat(300_000)
+        );
+        // Sent in small chunks, as a socket would.
+        let chunks: Vec<Result<Bytes, std::io::Error>> = body
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let req = Request::builder()
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        let (req, token) =
+            multipart_token(req, &format!("multipart/form-data; boundary={b}")).await;
+        assert_eq!(token.as_deref(), Some("tok123"));
+        let rebuilt = axum::body::to_bytes(req.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(rebuilt, body.as_bytes());
     }
 
     #[test]
