@@ -697,21 +697,33 @@ async fn csrf_token_in_a_multipart_body() {
     let h = Harness::new().await;
     let admin = h.ui_admin().await;
     let (bob, _) = h.ui_user(&admin.cred, "bob").await;
-    let post = |token: &str| {
+    // A browser's boundary (mixed case), the token first, then a file.
+    const B: &str = "----WebKitFormBoundaryAbC7xYz";
+    let post = |first: &str, token: &str| {
         let body = format!(
-            "--b0\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n\
-             --b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.R\"\r\n\r\n1\r\n--b0--\r\n"
+            "--{B}\r\nContent-Disposition: form-data; name=\"{first}\"\r\n\r\n{token}\r\n\
+             --{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.R\"\r\n\r\n{}\r\n--{B}--\r\n",
+            "x".repeat(200_000)
         );
         Harness::request(Method::POST, "/tokens", &admin.cred)
             .header("sec-fetch-site", "same-origin")
-            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=b0")
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={B}"),
+            )
             .body(axum::body::Body::from(body))
             .unwrap()
     };
-    let r = h.send(post(&bob.csrf)).await;
+    let r = h.send(post("csrf", &bob.csrf)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "another session's token");
+    let r = h.send(post("other", &admin.csrf)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "the token must be the first part"
+    );
     // The right token passes the guard (the tokens form itself wants urlencoded: 415).
-    let r = h.send(post(&admin.csrf)).await;
+    let r = h.send(post("csrf", &admin.csrf)).await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
 }
 
@@ -786,4 +798,90 @@ async fn static_assets_gzip_when_accepted() {
         .read_to_string(&mut out)
         .unwrap();
     assert_eq!(out, plain.text);
+}
+
+#[tokio::test]
+async fn login_works_with_the_cookie_of_an_ended_session() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let Cred::Cookie(old) = admin.cred.clone() else {
+        unreachable!()
+    };
+    assert_eq!(
+        admin.post(&h, "/logout", &[]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The browser still sends the old session cookie with the login form.
+    let form = h.ui_get(&admin.cred, "/login", false).await;
+    assert_eq!(
+        form.status,
+        StatusCode::OK,
+        "an ended session sees the form"
+    );
+    let login_cookie = form
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = csrf_of(&form.text).unwrap();
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/login")
+        .header("x-forwarded-for", "192.0.2.90")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::COOKIE, format!("rsp_session={old}; {login_cookie}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(format!(
+            "csrf={token}&username=admin&password={ADMIN_PASSWORD}&next=%2F"
+        )))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(common::session_from(&r.headers).is_some());
+    // A session's token is no login token.
+    let r = h
+        .ui_post(
+            &admin.cred,
+            "/login",
+            &[
+                ("csrf", &admin.csrf),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn htmx_errors_are_fragments() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let (bob, _) = h.ui_user(&admin.cred, "bob").await;
+    let r = bob.get_hx(&h, "/users").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text.contains("<html") && !r.text.contains("id=\"sidebar\""));
+    assert!(r.text.contains("<h1>Access denied</h1>"));
+    // CSRF refusal to htmx: a fragment too, nothing changed.
+    let r = h
+        .ui_post(
+            &bob.cred,
+            "/tokens",
+            &[("name", "x")],
+            &[("hx-request", "true")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text.contains("<html"));
+    assert!(r.text.contains("Reload the page"));
+    let tokens = h
+        .call(Method::GET, "/api/auth/tokens", &bob.cred, None)
+        .await;
+    assert_eq!(tokens.body["tokens"], json!([]));
 }
