@@ -51,7 +51,7 @@ fn fragment<T: Template>(t: &T, headers: &HeaderMap) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if html.len() > 1024 && super::assets::accepts_gzip(headers) {
-        if let Some(gz) = gzip_fast(html.as_bytes()) {
+        if let Some(gz) = gzip_html(html.as_bytes()) {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             h.insert(
                 header::CONTENT_TYPE,
@@ -63,12 +63,13 @@ fn fragment<T: Template>(t: &T, headers: &HeaderMap) -> Response {
     (h, Html(html)).into_response()
 }
 
-/// Fast gzip (level 1): per request, so time matters more than the last few bytes.
-fn gzip_fast(bytes: &[u8]) -> Option<Vec<u8>> {
+/// gzip at the default level: the grid's HTML is very repetitive, and level 6 makes
+/// it ~3× smaller than level 1 for ~1 ms more on 0.8 MB (docs/benchmarks.md).
+fn gzip_html(bytes: &[u8]) -> Option<Vec<u8>> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(bytes.len() / 8),
-        flate2::Compression::fast(),
+        flate2::Compression::default(),
     );
     enc.write_all(bytes).ok()?;
     enc.finish().ok()
