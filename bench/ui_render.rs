@@ -63,7 +63,13 @@ async fn get(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let raw = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let raw = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     let sent = raw.len();
     let body = if enc == "gzip" {
         use std::io::Read;
