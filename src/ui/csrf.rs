@@ -2,21 +2,20 @@
 //! [`crate::api::csrf`] (which alone would trust any same-site page, and older
 //! browsers that send neither header).
 //!
-//! **Token.** `HMAC-SHA256(key, "session:" + session id)`, hex. The session id is the
-//! HttpOnly cookie a page script cannot read, so another origin cannot compute the
-//! token; one session's token is useless with another session's cookie. The key is
-//! random per process: nothing to store or rotate, and a token never outlives the
-//! process that issued it (an open page after a restart gets a 403 that says to
-//! reload). Before login there is no session: `GET /login` sets a random
-//! `rsp_login_csrf` cookie and the login form carries `HMAC(key, "login:" + cookie)`.
+//! **Token.** `HMAC-SHA256(key = session id, "rsp-csrf-v1 session")`, hex. The session
+//! id is the HttpOnly cookie no page script can read, so another origin cannot compute
+//! the token; one session's token is useless with another session's cookie; the token
+//! does not reveal the id (HMAC is one-way). No server secret: one would add nothing
+//! (whoever holds the session id holds the session), and without one a page stays
+//! valid across a restart or a graceful upgrade, as its session does. Before login
+//! there is no session: `GET /login` sets a random `rsp_login_csrf` cookie and the
+//! login form carries the same HMAC keyed by that cookie ("rsp-csrf-v1 login").
 //!
 //! **Check.** [`guard`] runs on every UI route (layered in `ui::routes`, so pages added
 //! later are covered without doing anything): a request with a state-changing method
 //! must pass `api::csrf::check` and carry the token, as header `X-CSRF-Token` (htmx:
 //! `hx-headers` on `<body>`) or as form field `csrf` (urlencoded or multipart).
 //! Compared in constant time. Otherwise: the 403 page, and the handler never runs.
-
-use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::body::Bytes;
@@ -38,24 +37,16 @@ pub const LOGIN_COOKIE: &str = "rsp_login_csrf";
 pub const FIELD: &str = "csrf";
 pub const HEADER: &str = "x-csrf-token";
 
-fn key() -> &'static [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use rand::RngCore;
-        let mut k = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut k);
-        k
-    })
-}
-
-fn mac(purpose: &str, value: &str) -> String {
-    // HMAC takes keys of any length; this cannot fail.
-    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key()) else {
+/// HMAC keyed by the cookie value, over a label that keeps the two kinds of token
+/// apart.
+fn mac(label: &str, cookie_value: &str) -> String {
+    // HMAC takes keys of any length; this cannot fail (and an empty token never
+    // matches, see `same`).
+    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(cookie_value.as_bytes()) else {
         return String::new();
     };
-    m.update(purpose.as_bytes());
-    m.update(b":");
-    m.update(value.as_bytes());
+    m.update(b"rsp-csrf-v1 ");
+    m.update(label.as_bytes());
     hex::encode(m.finalize().into_bytes())
 }
 
@@ -91,8 +82,9 @@ fn forwarded_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
+/// Constant-time equality; an empty token never matches (not even an empty one).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    !b.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Middleware: refuse a state-changing UI request without the right token (403 page).
@@ -130,7 +122,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 const STALE: &str = "The form's security token is missing or out of date (the page may be from \
-                     before a restart or another login). Reload the page and try again.";
+                     an earlier login). Reload the page and try again.";
 
 fn refused(headers: &HeaderMap, message: &str) -> Response {
     error_page(
@@ -209,6 +201,7 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(same(&a, &a.clone()));
         assert!(!same(&a, &a[..63]));
+        assert!(!same("", ""));
     }
 
     #[test]
