@@ -10,7 +10,7 @@
 //! Prints one JSON object.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 #[path = "seed_history.rs"]
 mod seed_history;

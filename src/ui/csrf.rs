@@ -74,13 +74,14 @@ pub fn new_login_cookie_value() -> String {
     crate::auth::secrets::new_session_id()
 }
 
-/// The token this request must carry: its session's, else (no session cookie) its
-/// login cookie's. `None`: neither cookie, so no token can be right.
-pub fn expected(headers: &HeaderMap) -> Option<String> {
-    if let Some((_, sid)) = session_cookie(headers, forwarded_tls(headers)) {
-        return Some(session_token(sid));
+/// The token a request to `path` must carry: the login form's for `/login` (a browser
+/// may still send the cookie of a session that has ended), else its session's.
+/// `None`: no such cookie, so no token can be right.
+pub fn expected(path: &str, headers: &HeaderMap) -> Option<String> {
+    if path == "/login" {
+        return cookie(headers, LOGIN_COOKIE).map(login_token);
     }
-    cookie(headers, LOGIN_COOKIE).map(login_token)
+    session_cookie(headers, forwarded_tls(headers)).map(|(_, sid)| session_token(sid))
 }
 
 fn forwarded_tls(headers: &HeaderMap) -> bool {
@@ -104,7 +105,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Err(r) = crate::api::csrf::check(req.method(), req.headers()) {
         return refused(req.headers(), &r.message());
     }
-    let Some(want) = expected(req.headers()) else {
+    let Some(want) = expected(req.uri().path(), req.headers()) else {
         return refused(
             req.headers(),
             "This form has expired or was not sent by this site. Reload the page and try again.",

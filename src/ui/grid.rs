@@ -94,6 +94,20 @@ pub fn cell_time(start: i64, width: i64) -> String {
     )
 }
 
+/// A window edge under the rows: "14:03", with the date when the window is longer
+/// than an hour ("Dec 02 14:03").
+pub fn edge_label(t: i64, span: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp(t).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let f = if span > 3600 {
+        at.format(format_description!(
+            "[month repr:short] [day] [hour]:[minute]"
+        ))
+    } else {
+        at.format(format_description!("[hour]:[minute]"))
+    };
+    f.unwrap_or_default()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     pub class: &'static str,
@@ -188,8 +202,8 @@ pub fn grid(period: Period, from: i64, to: i64, apps: Vec<RowInput>) -> Grid {
     Grid {
         range: period.as_str(),
         cell_words: width_words(width),
-        start_label: cell_time(from, 60),
-        end_label: cell_time(to, 60),
+        start_label: edge_label(from, to - from),
+        end_label: edge_label(to, to - from),
         rows,
         legend: LEGEND,
     }
@@ -271,6 +285,8 @@ mod tests {
         assert_eq!(uptime_words(Some(99.96)), "100 % up");
         assert_eq!(uptime_words(Some(42.04)), "42.0 % up");
         assert_eq!(uptime_words(None), "no data");
+        assert_eq!(edge_label(H, 3600), "12:00");
+        assert_eq!(edge_label(H, 86_400), "Jan 01 12:00");
     }
 
     #[test]
