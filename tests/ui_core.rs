@@ -846,3 +846,30 @@ async fn login_works_with_the_cookie_of_an_ended_session() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn htmx_errors_are_fragments() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let (bob, _) = h.ui_user(&admin.cred, "bob").await;
+    let r = bob.get_hx(&h, "/users").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text.contains("<html") && !r.text.contains("id=\"sidebar\""));
+    assert!(r.text.contains("<h1>Access denied</h1>"));
+    // CSRF refusal to htmx: a fragment too, nothing changed.
+    let r = h
+        .ui_post(
+            &bob.cred,
+            "/tokens",
+            &[("name", "x")],
+            &[("hx-request", "true")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text.contains("<html"));
+    assert!(r.text.contains("Reload the page"));
+    let tokens = h
+        .call(Method::GET, "/api/auth/tokens", &bob.cred, None)
+        .await;
+    assert_eq!(tokens.body["tokens"], json!([]));
+}

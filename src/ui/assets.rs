@@ -80,7 +80,7 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Does the client take gzip (`Accept-Encoding: gzip` without `q=0`)?
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()

@@ -91,8 +91,9 @@ fn forwarded_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
+/// Constant-time equality; an empty token never matches (not even an empty one).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    !b.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Middleware: refuse a state-changing UI request without the right token (403 page).
@@ -209,6 +210,7 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(same(&a, &a.clone()));
         assert!(!same(&a, &a[..63]));
+        assert!(!same("", ""));
     }
 
     #[test]
