@@ -1007,3 +1007,26 @@ async fn logged_out_visitors_go_to_login_and_back() {
     );
     assert_eq!(app_count(&h, &admin).await, 1);
 }
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_and_changes_nothing() {
+    let h = Harness::with_config(|c| c.upload_max_bytes = 1024 * 1024).await;
+    let admin = h.ui_admin().await;
+    let id = h.app(&admin.cred, "big-upload").await;
+    let r = post_upload(&h, &admin, &id, "first.R", b"1\n", false).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let big = vec![b'#'; 1024 * 1024 + 10];
+    let r = post_upload(&h, &admin, &id, "big.R", &big, false).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert!(
+        r.text.contains("larger than the 1 MB upload limit"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.headers[header::CONNECTION], "close");
+    // The previous upload is still what the page shows.
+    assert!(r.text.contains(">first.R <span"), "{}", r.text);
+    assert!(h.upload_dir(&id).join("first.R").is_file());
+    assert!(!h.upload_dir(&id).join("big.R").exists());
+}
