@@ -162,7 +162,7 @@ fn ui_flow_phone() {
 /// every connection (so a line can be made to arrive while the logs page is open).
 fn app_zip(dir: &Path) -> PathBuf {
     let hello = "# ui-browser test app (Rserve OCAP mode; the platform runs Rserve).\n\
-        source('lib/util.R')\n\
+        source('util.R')\n\
         oc.init <- function() {\n\
           message('ui-browser: connection served by pid ', Sys.getpid())\n\
           list(add = Rserve::ocap(function(a, b) util_add(a, b), 'add'))\n\
@@ -173,7 +173,7 @@ fn app_zip(dir: &Path) -> PathBuf {
     let opts = zip::write::SimpleFileOptions::default();
     for (name, body) in [
         ("hello.R", hello),
-        ("lib/util.R", util),
+        ("util.R", util),
         ("README.md", "# ui-browser test app\n"),
     ] {
         zip.start_file(name, opts).unwrap();
@@ -330,7 +330,7 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
     b.wait_text("#file-tree", "hello.R", Duration::from_secs(60));
     assert!(
         b.text("#file-tree").contains("util.R"),
-        "file tree lacks lib/util.R"
+        "file tree lacks util.R"
     );
     // Two .R files: nothing is picked for the user; both are offered.
     b.find("#entry-form input[name=entry_script][value=\"hello.R\"]");
@@ -344,8 +344,9 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
     b.goto(&format!("{base}/apps/{id}"));
     b.find("#app-status");
     b.page("app-detail-stopped");
+    // The start is an htmx post that answers once the image is built; meanwhile
+    // the status part polls itself. No settle(): the request is long by design.
     b.click("#action-start");
-    b.settle();
     b.find("#app-status");
     let marker = mark_page(b);
     let mut seen = Vec::new();
@@ -356,6 +357,7 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
         }
         s == "running"
     });
+    b.settle();
     let live_on_start = page_marked(b, &marker) && seen.len() > 1;
     eprintln!(
         "[{label}] statuses after start: {seen:?} ({:?})",
@@ -392,7 +394,6 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
             "the page reloaded: status did not change in place"
         );
         b.click("#action-start");
-        b.settle();
         b.wait_until(RUNNING_WITHIN, "running again", |b| {
             status_text(b) == "running"
         });
@@ -430,7 +431,6 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
     b.page("apps");
     b.goto(&format!("{base}/apps/{id}"));
     b.click("#action-stop");
-    b.settle();
     b.wait_until(Duration::from_secs(60), "#app-status says stopped", |b| {
         status_text(b) == "stopped"
     });

@@ -99,7 +99,9 @@ pub fn cell_time(start: i64, width: i64) -> String {
 pub fn edge_label(t: i64, span: i64) -> String {
     let at = OffsetDateTime::from_unix_timestamp(t).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let f = if span > 3600 {
-        at.format(format_description!("[month repr:short] [day] [hour]:[minute]"))
+        at.format(format_description!(
+            "[month repr:short] [day] [hour]:[minute]"
+        ))
     } else {
         at.format(format_description!("[hour]:[minute]"))
     };
