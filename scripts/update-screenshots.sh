@@ -32,7 +32,8 @@ pairs=(
   settings:desktop-settings
   users:desktop-users
   audit:desktop-audit
-  phone-app-detail:phone-app-detail
+  phone-app-detail:phone-app-detail-screen
+  phone-dashboard:phone-dashboard-screen
   phone-menu:phone-menu-open
 )
 missing=0

@@ -240,7 +240,7 @@ fn flow(label: &str, viewport: Viewport) {
     if let Viewport::Phone { .. } = viewport {
         // Collapsed sidebar: the menu button opens it.
         b.find("#menu-toggle");
-        b.screenshot("menu-closed");
+        b.screenshot_viewport("menu-closed");
         b.click("label[for=menu-toggle], #menu-toggle");
         b.wait_until(WAIT, "sidebar shown by #menu-toggle", |b| {
             b.exec(
@@ -250,7 +250,7 @@ fn flow(label: &str, viewport: Viewport) {
                 vec![],
             ) == serde_json::Value::Bool(true)
         });
-        b.screenshot("menu-open");
+        b.screenshot_viewport("menu-open");
         b.goto(&format!("{base}/"));
     }
     for href in ["/", "/apps", "/tokens", "/settings", "/users"] {

@@ -550,6 +550,17 @@ impl Browser {
         path
     }
 
+    /// Saves only what the window shows.
+    pub fn screenshot_viewport(&self, name: &str) -> PathBuf {
+        let dir = Self::screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}-{name}.png", self.label));
+        if let Ok(png) = self.rt.block_on(self.client().screenshot()) {
+            std::fs::write(&path, png).unwrap();
+        }
+        path
+    }
+
     fn full_page_png(&self) -> Option<Vec<u8>> {
         use base64::Engine as _;
         let size = self
@@ -617,6 +628,10 @@ impl Browser {
         assert!(self.exists("h1"), "{name}: no <h1>");
         self.exec("window.scrollTo(0, 0);", vec![]);
         self.screenshot(name);
+        if let Viewport::Phone { .. } = self.viewport {
+            // A phone page is long: also what the screen shows first.
+            self.screenshot_viewport(&format!("{name}-screen"));
+        }
         if let Viewport::Phone { width, .. } = self.viewport {
             self.assert_no_overflow(name, width);
         }
