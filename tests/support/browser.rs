@@ -534,7 +534,8 @@ impl Browser {
         target.join("screenshots")
     }
 
-    /// Saves the whole page (not only the window) as
+    /// Saves the whole page (not only the window; scrolled to the top first, or a
+    /// sticky top bar is drawn mid-page) as
     /// `<target>/screenshots/<label>-<name>.png`; the window's part if Chromium
     /// cannot capture beyond it.
     pub fn screenshot(&self, name: &str) -> PathBuf {
@@ -566,7 +567,7 @@ impl Browser {
         let size = self
             .rt
             .block_on(self.client().execute(
-                "return [document.documentElement.clientWidth, \
+                "window.scrollTo(0, 0); return [document.documentElement.clientWidth, \
                  Math.max(document.documentElement.scrollHeight, window.innerHeight)];",
                 vec![],
             ))
