@@ -657,6 +657,11 @@ impl Browser {
         );
     }
 
+    /// The console errors and CSP violations recorded so far.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
     /// Panics listing every console error and CSP violation seen.
     pub fn assert_no_problems(&mut self) {
         self.collect_problems("end", &[]);
