@@ -42,7 +42,8 @@
     }
   });
 
-  // Forms with data-confirm="question" ask before submitting.
+  // Plain (non-htmx) forms with data-confirm="question" ask before submitting. htmx
+  // forms use hx-confirm instead: htmx does not honour a cancelled submit event.
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
     var q = form.getAttribute && form.getAttribute("data-confirm");

@@ -753,3 +753,123 @@ async fn htmx_flash_out_of_band_and_boosted_full_page() {
     let r = h.send(req).await;
     assert!(r.text.starts_with("<!doctype html>"));
 }
+
+#[tokio::test]
+async fn static_assets_gzip_when_accepted() {
+    use std::io::Read;
+    let h = Harness::new().await;
+    let page = h.ui_get(&Cred::None, "/login", false).await;
+    let at = page.text.find("/static/htmx.").unwrap();
+    let url: String = page.text[at..].chars().take_while(|c| *c != '"').collect();
+    let plain = h.ui_get(&Cred::None, &url, false).await;
+    assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
+    let req = Harness::request(Method::GET, &url, &Cred::None)
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(h.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(resp.headers()[header::VARY], "accept-encoding");
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        bytes.len() < plain.text.len() / 2,
+        "{} compressed",
+        bytes.len()
+    );
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, plain.text);
+}
+
+#[tokio::test]
+async fn login_works_with_the_cookie_of_an_ended_session() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let Cred::Cookie(old) = admin.cred.clone() else {
+        unreachable!()
+    };
+    assert_eq!(
+        admin.post(&h, "/logout", &[]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The browser still sends the old session cookie with the login form.
+    let form = h.ui_get(&admin.cred, "/login", false).await;
+    assert_eq!(
+        form.status,
+        StatusCode::OK,
+        "an ended session sees the form"
+    );
+    let login_cookie = form
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = csrf_of(&form.text).unwrap();
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/login")
+        .header("x-forwarded-for", "192.0.2.90")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::COOKIE, format!("rsp_session={old}; {login_cookie}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(format!(
+            "csrf={token}&username=admin&password={ADMIN_PASSWORD}&next=%2F"
+        )))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(common::session_from(&r.headers).is_some());
+    // A session's token is no login token.
+    let r = h
+        .ui_post(
+            &admin.cred,
+            "/login",
+            &[
+                ("csrf", &admin.csrf),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn htmx_errors_are_fragments() {
+    let h = Harness::new().await;
+    let admin = h.ui_admin().await;
+    let (bob, _) = h.ui_user(&admin.cred, "bob").await;
+    let r = bob.get_hx(&h, "/users").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text.contains("<html") && !r.text.contains("id=\"sidebar\""));
+    assert!(r.text.contains("<h1>Access denied</h1>"));
+    // CSRF refusal to htmx: a fragment too, nothing changed.
+    let r = h
+        .ui_post(
+            &bob.cred,
+            "/tokens",
+            &[("name", "x")],
+            &[("hx-request", "true")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.text.contains("<html"));
+    assert!(r.text.contains("Reload the page"));
+    let tokens = h
+        .call(Method::GET, "/api/auth/tokens", &bob.cred, None)
+        .await;
+    assert_eq!(tokens.body["tokens"], json!([]));
+}

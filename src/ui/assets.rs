@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -21,6 +21,8 @@ pub struct Asset {
     pub url: String,
     pub content_type: &'static str,
     pub bytes: &'static [u8],
+    /// gzip of `bytes`, made once at first use, when it is smaller (text files).
+    pub gzip: Option<Vec<u8>>,
 }
 
 /// Our files (`static/`) and htmx (from its crate, never copied into the repository).
@@ -53,6 +55,7 @@ fn table() -> &'static Table {
                     url: format!("/static/{file}"),
                     content_type: content_type(name),
                     bytes,
+                    gzip: gzip(bytes).filter(|gz| gz.len() < bytes.len()),
                 },
             );
         }
@@ -67,6 +70,32 @@ fn hashed_name(name: &str, bytes: &[u8]) -> String {
         Some((stem, ext)) => format!("{stem}.{}.{ext}", &hash[..8]),
         None => format!("{name}.{}", &hash[..8]),
     }
+}
+
+fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).ok()?;
+    enc.finish().ok()
+}
+
+/// Does the client take gzip (`Accept-Encoding: gzip` without `q=0`)?
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 fn content_type(name: &str) -> &'static str {
@@ -97,18 +126,16 @@ pub fn asset(name: &str) -> Option<&'static Asset> {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/static/{file}", get(serve))
+    Router::new()
+        .route("/static/{file}", get(serve))
+        .route("/favicon.ico", get(favicon))
 }
 
-async fn serve(Path(file): Path<String>) -> Response {
-    let t = table();
-    let Some(asset) = t.by_file.get(&file).and_then(|n| t.by_name.get(n)) else {
-        return (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "Not found: no such static file (the page may be from an older version; reload it)",
-        )
-            .into_response();
+/// Browsers ask for `/favicon.ico` on pages that name no icon (JSON answers, the
+/// proxy's own error pages); a 404 there shows up as a console error.
+async fn favicon() -> Response {
+    let Some(asset) = asset("favicon.svg") else {
+        return StatusCode::NOT_FOUND.into_response();
     };
     (
         [
@@ -118,12 +145,45 @@ async fn serve(Path(file): Path<String>) -> Response {
             ),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
+                HeaderValue::from_static("public, max-age=86400"),
             ),
         ],
         asset.bytes,
     )
         .into_response()
+}
+
+async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let t = table();
+    let Some(asset) = t.by_file.get(&file).and_then(|n| t.by_name.get(n)) else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Not found: no such static file (the page may be from an older version; reload it)",
+        )
+            .into_response();
+    };
+    let mut resp = match &asset.gzip {
+        // Compressed once at start, not per request: the cold load of a page stays small.
+        Some(gz) if accepts_gzip(&headers) => {
+            let mut r = gz.clone().into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        _ => asset.bytes.into_response(),
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    resp
 }
 
 #[cfg(test)]
@@ -139,5 +199,21 @@ mod tests {
         assert_ne!(n, hashed_name("app.css", b"body{ }"));
         assert!(url("app.css").starts_with("/static/app."));
         assert!(url("htmx.js").starts_with("/static/htmx."));
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(accepts_gzip(&h("gzip, deflate, br")));
+        assert!(accepts_gzip(&h("br;q=1.0, gzip;q=0.8")));
+        assert!(!accepts_gzip(&h("gzip;q=0")));
+        assert!(!accepts_gzip(&h("br")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        let css = asset("htmx.js").unwrap();
+        assert!(css.gzip.as_ref().unwrap().len() < css.bytes.len() / 2);
     }
 }

@@ -345,3 +345,34 @@ fn not_found_bare(hx: bool) -> Response {
         .in_page(Page::bare("Not found", hx))
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_only_local_paths() {
+        for ok in [
+            "/",
+            "/apps",
+            "/apps/1?x=%2F%2Fy",
+            "/settings/audit?before=3",
+        ] {
+            assert_eq!(safe_next(ok), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "apps",
+            "//evil.example",
+            "/\\evil.example",
+            "/a\\b",
+            "https://evil.example",
+            "/\t/evil.example",
+            "/\r\nSet-Cookie: x=1",
+            "/ /x",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -74,13 +74,14 @@ pub fn new_login_cookie_value() -> String {
     crate::auth::secrets::new_session_id()
 }
 
-/// The token this request must carry: its session's, else (no session cookie) its
-/// login cookie's. `None`: neither cookie, so no token can be right.
-pub fn expected(headers: &HeaderMap) -> Option<String> {
-    if let Some((_, sid)) = session_cookie(headers, forwarded_tls(headers)) {
-        return Some(session_token(sid));
+/// The token a request to `path` must carry: the login form's for `/login` (a browser
+/// may still send the cookie of a session that has ended), else its session's.
+/// `None`: no such cookie, so no token can be right.
+pub fn expected(path: &str, headers: &HeaderMap) -> Option<String> {
+    if path == "/login" {
+        return cookie(headers, LOGIN_COOKIE).map(login_token);
     }
-    cookie(headers, LOGIN_COOKIE).map(login_token)
+    session_cookie(headers, forwarded_tls(headers)).map(|(_, sid)| session_token(sid))
 }
 
 fn forwarded_tls(headers: &HeaderMap) -> bool {
@@ -90,8 +91,9 @@ fn forwarded_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
+/// Constant-time equality; an empty token never matches (not even an empty one).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    !b.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Middleware: refuse a state-changing UI request without the right token (403 page).
@@ -104,7 +106,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Err(r) = crate::api::csrf::check(req.method(), req.headers()) {
         return refused(req.headers(), &r.message());
     }
-    let Some(want) = expected(req.headers()) else {
+    let Some(want) = expected(req.uri().path(), req.headers()) else {
         return refused(
             req.headers(),
             "This form has expired or was not sent by this site. Reload the page and try again.",
@@ -208,6 +210,7 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(same(&a, &a.clone()));
         assert!(!same(&a, &a[..63]));
+        assert!(!same("", ""));
     }
 
     #[test]
