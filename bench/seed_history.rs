@@ -14,9 +14,9 @@ use uuid::Uuid;
 pub fn status(i: usize, ts: i64, end: i64) -> HistoryStatus {
     let ago = end - ts;
     let hour = (ago / 3600) as usize;
-    if i % 10 == 0 && (72..96).contains(&hour) {
+    if i.is_multiple_of(10) && (72..96).contains(&hour) {
         HistoryStatus::Stopped
-    } else if i % 10 == 0 && hour == 71 && ago % 3600 > 3000 {
+    } else if i.is_multiple_of(10) && hour == 71 && ago % 3600 > 3000 {
         HistoryStatus::Starting
     } else if hour == (i * 7) % 168 && ago % 3600 < 600 {
         HistoryStatus::Error

@@ -1,16 +1,18 @@
 //! Dashboard figures for docs/benchmarks.md (`cargo run --release --example ui_render
 //! -- [apps] [interval_secs] [renders]`, defaults 100, 300, 200): N apps with 7 days of
 //! history (bench/seed_history.rs) in a real redb, then
-//! - server time of `GET /?range=…` through the real router (session check, store
-//!   reads, assembly, askama rendering, compression when the router does it), p50/p99;
-//! - the same split into data assembly (`ui::dashboard::load`) and rendering;
-//! - bytes of a cold load: the page and every asset it references, as sent (with
-//!   `Accept-Encoding: gzip`) and uncompressed, and the number of requests.
+//! - server time of `GET /?range=…` (the page) and of its uptime-grid part
+//!   (`&part=grid`, htmx, gzip) through the real router (session check, store reads,
+//!   assembly, askama rendering, compression), p50/p99;
+//! - the same split into data assembly and rendering;
+//! - bytes of a cold load: the page, every asset it references and the grid part, as
+//!   sent (with `Accept-Encoding: gzip`), uncompressed and gzip'd, and the number of
+//!   requests.
 //!
 //! Prints one JSON object.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 #[path = "seed_history.rs"]
 mod seed_history;
@@ -34,10 +36,19 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
 }
 
 /// Status, body bytes as sent, body bytes decoded, content-encoding.
-async fn get(h: &Harness, path: &str, cred: &Cred, gzip: bool) -> (u16, usize, Vec<u8>, String) {
+async fn get(
+    h: &Harness,
+    path: &str,
+    cred: &Cred,
+    gzip: bool,
+    hx: bool,
+) -> (u16, usize, Vec<u8>, String) {
     let mut b = Harness::request(Method::GET, path, cred);
     if gzip {
-        b = b.header(header::ACCEPT_ENCODING, "gzip");
+        b = b.header(header::ACCEPT_ENCODING, "gzip, deflate, br");
+    }
+    if hx {
+        b = b.header("hx-request", "true");
     }
     let resp = h
         .router
@@ -71,6 +82,24 @@ async fn get(h: &Harness, path: &str, cred: &Cred, gzip: bool) -> (u16, usize, V
         raw
     };
     (status, sent, body, enc)
+}
+
+/// p50/p99 of `n` timed GETs (after 3 untimed ones).
+async fn timed(h: &Harness, path: &str, cred: &Cred, hx: bool, n: usize) -> (f64, f64, usize) {
+    let mut sent = 0;
+    for _ in 0..3 {
+        let (status, s, ..) = get(h, path, cred, true, hx).await;
+        assert_eq!(status, 200, "{path}");
+        sent = s;
+    }
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, ..) = get(h, path, cred, true, hx).await;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 200);
+    }
+    (pct(&mut ms, 0.5), pct(&mut ms, 0.99), sent)
 }
 
 fn gzip_len(b: &[u8]) -> usize {
@@ -136,47 +165,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut out = Vec::new();
     for range in ["1h", "24h", "7d"] {
-        let path = format!("/?range={range}");
-        // Warm up (first requests fill caches).
-        for _ in 0..3 {
-            let (status, ..) = get(&h, &path, &admin, true).await;
-            assert_eq!(status, 200);
-        }
-        let mut full = Vec::with_capacity(renders);
-        for _ in 0..renders {
-            let t = Instant::now();
-            let (status, ..) = get(&h, &path, &admin, true).await;
-            full.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(status, 200);
-        }
+        // Through the router: the page (no grid) and the grid part, as the browser
+        // asks for them (the part with HX-Request and Accept-Encoding: gzip).
+        let page = timed(&h, &format!("/?range={range}"), &admin, false, renders).await;
+        let grid_path = format!("/?range={range}&part=grid");
+        let grid = timed(&h, &grid_path, &admin, true, renders).await;
+        // The same split into data assembly and rendering.
         let period = rserve_proxy::ui::dashboard::range(Some(range))?;
-        let mut load = Vec::with_capacity(renders);
-        let mut render = Vec::with_capacity(renders);
-        let mut html_len = 0;
+        let (mut load, mut render, mut gload, mut grender) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut page_len, mut grid_len) = (0, 0);
         for _ in 0..renders {
             let t = Instant::now();
             let d = rserve_proxy::ui::dashboard::load(&h.state, &who, period).await?;
             load.push(t.elapsed().as_secs_f64() * 1000.0);
             let t = Instant::now();
-            let html = d.render()?;
+            page_len = d.render()?.len();
             render.push(t.elapsed().as_secs_f64() * 1000.0);
-            html_len = html.len();
+            let t = Instant::now();
+            let g = rserve_proxy::ui::dashboard::load_grid(&h.state, &who, period).await?;
+            gload.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            grid_len = rserve_proxy::ui::dashboard::GridPart { grid: g }
+                .render()?
+                .len();
+            grender.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        let (g50, g99) = (pct(&mut gload, 0.5), pct(&mut gload, 0.99));
+        let (r50, r99) = (pct(&mut grender, 0.5), pct(&mut grender, 0.99));
         out.push(format!(
-            "\"{range}\": {{\"server_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \
-             \"load_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \"render_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \
-             \"content_bytes\": {html_len}}}",
-            pct(&mut full, 0.5),
-            pct(&mut full, 0.99),
+            "\"{range}\": {{\"page_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \"page_bytes\": {page_len}, \
+             \"page_load_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \"page_render_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \
+             \"grid_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}}}, \"grid_bytes\": {grid_len}, \"grid_gzip_bytes\": {}, \
+             \"grid_load_ms\": {{\"p50\": {g50:.2}, \"p99\": {g99:.2}}}, \"grid_render_ms\": {{\"p50\": {r50:.2}, \"p99\": {r99:.2}}}}}",
+            page.0,
+            page.1,
             pct(&mut load, 0.5),
             pct(&mut load, 0.99),
             pct(&mut render, 0.5),
             pct(&mut render, 0.99),
+            grid.0,
+            grid.1,
+            grid.2,
         ));
     }
 
-    // A cold load of the default dashboard: the page, then everything it references.
-    let (status, page_sent, page, page_enc) = get(&h, "/", &admin, true).await;
+    // A cold load of the default dashboard: the page, everything it references, and
+    // the grid part htmx fetches on load.
+    let (status, page_sent, page, page_enc) = get(&h, "/", &admin, true, false).await;
     assert_eq!(status, 200);
     let html = String::from_utf8(page.clone())?;
     let mut files = vec![format!(
@@ -185,9 +221,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         gzip_len(&page)
     )];
     let (mut sent, mut plain, mut gz) = (page_sent, page.len(), gzip_len(&page));
-    let urls = assets(&html);
-    for url in &urls {
-        let (status, s, body, enc) = get(&h, url, &admin, true).await;
+    let mut urls: Vec<(String, bool)> = assets(&html).into_iter().map(|u| (u, false)).collect();
+    assert!(html.contains("hx-trigger=\"load, every 60s\""));
+    urls.push(("/?range=1h&part=grid".to_string(), true));
+    for (url, hx) in &urls {
+        let (status, s, body, enc) = get(&h, url, &admin, true, *hx).await;
         assert_eq!(status, 200, "{url}");
         sent += s;
         plain += body.len();

@@ -76,15 +76,16 @@ async fn dashboard_full_page_and_htmx_parts() {
             "{m}"
         );
     }
+    // The grid comes as its own part, fetched at once and then every minute.
     assert!(t.contains("id=\"uptime-grid\""));
-    assert_eq!(row_cells(t, "sales").len(), 60);
+    assert!(t.contains("hx-get=\"/?range=1h&amp;part=grid\" hx-trigger=\"load, every 60s\""));
+    assert!(!t.contains("class=\"grid-row\""));
     assert_eq!(t.matches("<figure class=\"chart\"").count(), 4);
     for r in ["1h", "24h", "7d"] {
         assert!(t.contains(&format!("data-range=\"{r}\"")), "{r}");
     }
     // Refreshes itself: htmx polling on the parts.
     assert!(t.contains("hx-get=\"/?part=cards\" hx-trigger=\"every 10s\""));
-    assert!(t.contains("hx-trigger=\"every 60s\""));
 
     // htmx: the content without the layout.
     let part = h.ui_get(&ui.cred, "/", true).await;
@@ -99,11 +100,14 @@ async fn dashboard_full_page_and_htmx_parts() {
     assert!(cards.text.trim_start().starts_with("<section id=\"cards\""));
     assert!(cards.text.contains("1 / 1") || cards.text.contains("0 / 1"));
     assert!(!cards.text.contains("uptime-grid"));
-    let grid = h.ui_get(&ui.cred, "/?part=grid&range=24h", true).await;
+    let grid = h.ui_get(&ui.cred, "/?part=grid", true).await;
     assert!(grid
         .text
         .trim_start()
         .starts_with("<section id=\"uptime-grid\""));
+    assert!(grid.text.contains("hx-trigger=\"every 60s\""));
+    assert_eq!(row_cells(&grid.text, "sales").len(), 60);
+    let grid = h.ui_get(&ui.cred, "/?part=grid&range=24h", true).await;
     assert_eq!(row_cells(&grid.text, "sales").len(), 144);
     let charts = h.ui_get(&ui.cred, "/?part=charts", true).await;
     assert!(charts
@@ -113,7 +117,7 @@ async fn dashboard_full_page_and_htmx_parts() {
     assert_eq!(charts.text.matches("<figure class=\"chart\"").count(), 4);
     // Without htmx a part is the whole page (a reload of a pushed URL).
     let whole = h.ui_get(&ui.cred, "/?part=cards", false).await;
-    assert!(whole.text.contains("id=\"uptime-grid\"") && whole.text.contains("<html"));
+    assert!(whole.text.contains("id=\"charts\"") && whole.text.contains("<html"));
 
     // Bad input: a 400 page saying what is accepted, not a 500.
     let bad = h.ui_get(&ui.cred, "/?range=1y", false).await;
@@ -140,10 +144,15 @@ async fn ranges_change_cells_and_the_current_link() {
         ("24h", 144, "one cell = 10 min"),
         ("7d", 168, "one cell = 1 h"),
     ] {
+        let g = h
+            .ui_get(&ui.cred, &format!("/?range={range}&part=grid"), true)
+            .await;
+        assert_eq!(g.status, StatusCode::OK);
+        assert_eq!(row_cells(&g.text, "sales").len(), cells, "{range}");
+        assert!(g.text.contains(words), "{range}");
+        assert!(g.text.contains(&format!("data-range=\"{range}\"")));
         let r = h.ui_get(&ui.cred, &format!("/?range={range}"), false).await;
         assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(row_cells(&r.text, "sales").len(), cells, "{range}");
-        assert!(r.text.contains(words), "{range}");
         assert!(
             r.text.contains(&format!(
                 "href=\"/?range={range}\" data-range=\"{range}\" aria-current=\"true\""
@@ -303,8 +312,12 @@ async fn app_names_are_escaped() {
     let api = h.admin().await;
     let id = app_named(&h, &api, "evil", "<script>alert(1)</script>").await;
     let ui = h.ui_admin().await;
-    for path in ["/".to_string(), format!("/apps/{id}/metrics")] {
-        let r = h.ui_get(&ui.cred, &path, false).await;
+    for (path, hx) in [
+        ("/?part=grid".to_string(), true),
+        (format!("/apps/{id}/metrics"), false),
+        (format!("/apps/{id}/metrics?range=24h"), true),
+    ] {
+        let r = h.ui_get(&ui.cred, &path, hx).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
         assert!(!r.text.contains("<script>alert(1)"), "{path}");
         assert!(
@@ -325,15 +338,17 @@ async fn users_see_only_their_own_apps() {
     let bob = h.ui_login("bob", common::USER_PASSWORD).await;
     let admin = h.ui_admin().await;
 
-    let r = h.ui_get(&bob.cred, "/?range=24h", false).await;
+    let r = h.ui_get(&bob.cred, "/?range=24h&part=grid", true).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text.contains("data-slug=\"bobs-app\""));
     assert!(!r.text.contains("admins-app") && !r.text.contains(&admins.to_string()));
+    let r = h.ui_get(&bob.cred, "/", false).await;
     assert!(r.text.contains("0 / 1"), "bob's card counts one app");
-    let r = h.ui_get(&admin.cred, "/", false).await;
+    let r = h.ui_get(&admin.cred, "/?part=grid", true).await;
     assert!(
         r.text.contains("data-slug=\"bobs-app\"") && r.text.contains("data-slug=\"admins-app\"")
     );
+    let r = h.ui_get(&admin.cred, "/?part=cards", true).await;
     assert!(r.text.contains("0 / 2"));
 
     // Another user's app is a 404, the own one answers; a malformed id too is a 404.
@@ -383,4 +398,63 @@ async fn app_metrics_fragment_and_page() {
         .ui_get(&ui.cred, &format!("/apps/{id}/metrics?range=2d"), true)
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+/// GET with `Accept-Encoding: gzip`: (content-encoding, body decoded).
+async fn get_gzip(h: &Harness, cred: &Cred, path: &str, hx: bool) -> (String, String) {
+    use http_body_util::BodyExt;
+    use std::io::Read;
+    use tower::ServiceExt;
+    let mut b = Harness::request(Method::GET, path, cred).header("accept-encoding", "gzip, br");
+    if hx {
+        b = b.header("hx-request", "true");
+    }
+    let resp = h
+        .router
+        .clone()
+        .oneshot(b.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let enc = resp
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let raw = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = if enc == "gzip" {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    } else {
+        String::from_utf8(raw.to_vec()).unwrap()
+    };
+    (enc, text)
+}
+
+#[tokio::test]
+async fn parts_are_compressed_pages_are_not() {
+    let h = Harness::new().await;
+    let api = h.admin().await;
+    let id = app_named(&h, &api, "sales", "Sales").await;
+    let ui = h.ui_admin().await;
+    // The grid part carries app names but no secret: gzip when the client takes it.
+    let (enc, text) = get_gzip(&h, &ui.cred, "/?part=grid", true).await;
+    assert_eq!(enc, "gzip");
+    assert_eq!(row_cells(&text, "sales").len(), 60);
+    let (enc, text) = get_gzip(&h, &ui.cred, &format!("/apps/{id}/metrics"), true).await;
+    assert_eq!(enc, "gzip");
+    assert!(text.contains("id=\"app-timeline\""));
+    // A page carries the CSRF token: never compressed (BREACH).
+    let (enc, text) = get_gzip(&h, &ui.cred, "/", false).await;
+    assert_eq!(enc, "");
+    assert!(text.contains(&ui.csrf));
+    let (enc, _) = get_gzip(&h, &ui.cred, &format!("/apps/{id}/metrics"), false).await;
+    assert_eq!(enc, "");
+    // Without Accept-Encoding: plain.
+    let r = h.ui_get(&ui.cred, "/?part=grid", true).await;
+    assert!(r.headers.get("content-encoding").is_none());
+    assert!(!r.text.contains(&ui.csrf));
 }
