@@ -863,8 +863,15 @@ async fn upload_shows_the_tree_and_the_entry_choice() {
     assert!(again
         .text
         .contains("<span class=\"tag\">entry script</span>"));
-    let edit = admin.get(&h, &format!("/apps/{id}")).await;
-    assert!(edit.text.contains(&format!("href=\"/apps/{id}/upload\"")));
+    let detail = admin.get(&h, &format!("/apps/{id}")).await;
+    assert!(detail.text.contains(&format!("href=\"/apps/{id}/upload\"")));
+    let edit = admin.get(&h, &format!("/apps/{id}/edit")).await;
+    assert!(edit.text.contains("id=\"current-code\""));
+    assert!(edit.text.contains("<li><code>R/helper.R</code></li>"));
+    assert!(edit.text.contains("Entry script: <code>other.R</code></p>"));
+    assert!(edit
+        .text
+        .contains(&format!("id=\"reupload\" href=\"/apps/{id}/upload\"")));
 
     // A refused upload leaves the files as they were and says why.
     let r = post_upload(&h, &admin, &id, "notes.txt", b"hello", false).await;

@@ -307,7 +307,45 @@ struct AppFormPage<'a> {
     r_versions_error: Option<String>,
     /// The chosen version is among the options (else it is added, marked).
     r_version_listed: bool,
+    /// Edit of an upload app: its current files, with the way to replace them.
+    code: Option<CodeSummary>,
     csrf: &'a str,
+}
+
+/// The current upload, as the edit page shows it (the upload page has the tree).
+pub struct CodeSummary {
+    pub upload_url: String,
+    /// The first [`CODE_SUMMARY_FILES`] paths.
+    pub files: Vec<String>,
+    /// How many more there are.
+    pub more: usize,
+    pub entry_script: String,
+    pub entry_present: bool,
+}
+
+const CODE_SUMMARY_FILES: usize = 12;
+
+async fn code_summary(state: &AppState, user: &UiUser, app: &App) -> Option<CodeSummary> {
+    if !matches!(app.code_source, CodeSource::Upload) {
+        return None;
+    }
+    // The summary is a convenience: if the files cannot be read the form still works.
+    let files = crate::service::app_code::files(state, &user.who, app.id)
+        .await
+        .ok()?;
+    let total = files.files.len();
+    Some(CodeSummary {
+        upload_url: format!("/apps/{}/upload", app.id),
+        files: files
+            .files
+            .iter()
+            .take(CODE_SUMMARY_FILES)
+            .map(|f| f.path.clone())
+            .collect(),
+        more: total.saturating_sub(CODE_SUMMARY_FILES),
+        entry_present: files.entry_present(),
+        entry_script: files.entry_script,
+    })
 }
 
 async fn render_form(
@@ -337,6 +375,10 @@ async fn render_form(
             format!("/apps/{}", a.id),
         ),
     };
+    let code = match app {
+        Some(a) => code_summary(state, user, a).await,
+        None => None,
+    };
     let title = if app.is_some() { "Edit app" } else { "New app" };
     let mut page = user.page(title, Nav::Apps).status(status);
     if errors.has("form") {
@@ -359,6 +401,7 @@ async fn render_form(
         r_versions,
         r_versions_error,
         r_version_listed,
+        code,
         csrf: &user.csrf,
     })
 }
