@@ -22,7 +22,7 @@ mkdir -p "$dst"
 # docs name        <- test shot
 pairs=(
   login:desktop-login
-  dashboard:desktop-dashboard
+  dashboard:desktop-dashboard-running
   apps:desktop-apps
   new-app:desktop-new-app
   upload:desktop-upload-done

@@ -431,6 +431,15 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
     assert!(page_marked(b, &marker), "the logs page reloaded");
     b.page("logs");
 
+    // ---- the dashboard with the app running: its uptime row (fetched as a part)
+    b.goto(&format!("{base}/"));
+    b.find_within(
+        &format!("#uptime-grid .grid-row[data-slug=\"{slug}\"]"),
+        Duration::from_secs(30),
+    );
+    b.find(".card[data-metric]");
+    b.page("dashboard-running");
+
     // ---- stop, delete with the slug
     b.goto(&format!("{base}/apps"));
     b.find(&format!("tr[data-slug=\"{slug}\"] .status-badge"));
