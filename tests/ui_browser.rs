@@ -429,6 +429,20 @@ fn app_steps(b: &mut Browser, server: &Server, leftovers: &Leftovers) {
         connection_lines(b) > before
     });
     assert!(page_marked(b, &marker), "the logs page reloaded");
+    // Pause holds new lines back; resume shows them.
+    let shown = connection_lines(b);
+    b.click("#log-pause");
+    assert_eq!(
+        b.attr("#log-pause", "aria-pressed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(ocap_add(&ws_url, 2.0, 2.0), 4.0);
+    b.wait_text("#log-state", "waiting", Duration::from_secs(30));
+    assert_eq!(connection_lines(b), shown, "a line was added while paused");
+    b.click("#log-pause");
+    b.wait_until(Duration::from_secs(10), "held line shown on resume", |b| {
+        connection_lines(b) > shown
+    });
     b.page("logs");
 
     // ---- the dashboard with the app running: its uptime row (fetched as a part)
