@@ -78,6 +78,7 @@
     var bar = document.getElementById("upload-progress");
     var d = ev.detail || {};
     if (bar && d.lengthComputable && d.total > 0) {
+      bar.classList.remove("idle");
       bar.value = Math.round((d.loaded / d.total) * 100);
     }
   });

@@ -595,6 +595,8 @@ async fn detail_page_shows_status_replicas_and_connection() {
         "id=\"connect-url\">ws://localhost/live-app/</code>",
         "id=\"connect-snippet\"",
         "RserveClient.create({ host: &#34;ws://localhost/live-app/&#34; })",
+        // OCAP mode: the snippet calls a capability, never eval.
+        "const funs = await R.ocap(app);",
         "class=\"btn btn-small copy-btn\" data-copy=\"#connect-url\"",
         "data-copy=\"#connect-snippet\"",
         "<span class=\"tag\">dplyr</span>",
@@ -638,7 +640,9 @@ async fn detail_page_shows_status_replicas_and_connection() {
         .text
         .contains("id=\"app-status\" class=\"status-badge st-running\">running</span>"));
     assert_eq!(
-        live.text.matches("<td>healthy</td>").count(),
+        live.text
+            .matches("<td data-label=\"Health\">healthy</td>")
+            .count(),
         2,
         "{}",
         live.text
@@ -650,15 +654,15 @@ async fn detail_page_shows_status_replicas_and_connection() {
         .post_hx(&h, &format!("/apps/{id}/stop"), &[("return_to", "list")])
         .await;
     assert_partial(&r);
-    assert!(r.text.contains("Stopped: stopped."), "{}", r.text);
+    // The live status says what happened (a message would go stale).
     assert!(r.text.contains("id=\"apps-table\""));
+    assert!(r
+        .text
+        .contains("class=\"status-badge st-stopped\">stopped</span>"));
+    assert!(!r.text.contains("flash-success"), "{}", r.text);
     let r = admin.post_hx(&h, &format!("/apps/{id}/restart"), &[]).await;
     assert_partial(&r);
-    assert!(
-        r.text.contains("Restart requested: restarting."),
-        "{}",
-        r.text
-    );
+    assert!(r.text.contains("st-running\">running</span>"), "{}", r.text);
     assert!(r.text.contains("id=\"connect-url\""));
 
     // Docker down: the page says so, nothing breaks.
@@ -1002,4 +1006,27 @@ async fn logged_out_visitors_go_to_login_and_back() {
         r.status
     );
     assert_eq!(app_count(&h, &admin).await, 1);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_and_changes_nothing() {
+    let h = Harness::with_config(|c| c.upload_max_bytes = 1024 * 1024).await;
+    let admin = h.ui_admin().await;
+    let id = h.app(&admin.cred, "big-upload").await;
+    let r = post_upload(&h, &admin, &id, "first.R", b"1\n", false).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let big = vec![b'#'; 1024 * 1024 + 10];
+    let r = post_upload(&h, &admin, &id, "big.R", &big, false).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert!(
+        r.text.contains("larger than the 1 MB upload limit"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.headers[header::CONNECTION], "close");
+    // The previous upload is still what the page shows.
+    assert!(r.text.contains(">first.R <span"), "{}", r.text);
+    assert!(h.upload_dir(&id).join("first.R").is_file());
+    assert!(!h.upload_dir(&id).join("big.R").exists());
 }

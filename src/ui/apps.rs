@@ -714,12 +714,17 @@ fn plain_host(h: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
+/// Replicas run Rserve in OCAP mode (`websockets.qap.oc = TRUE`): clients call the
+/// capabilities the entry script's `oc.init()` returns; `eval` is refused.
 fn snippet(url: &str) -> String {
     format!(
-        "import RserveClient from \"rserve-ts\";\n\n\
+        "import RserveClient, {{ Robj }} from \"rserve-ts\";\n\
+         import {{ z }} from \"zod\";\n\n\
+         // The capabilities your entry script's oc.init() returns, e.g. add(a, b):\n\
+         const app = {{\n  add: Robj.ocap([z.number(), z.number()], Robj.numeric(1)),\n}};\n\n\
          const R = await RserveClient.create({{ host: \"{url}\" }});\n\
-         const version = await R.eval(\"R.version.string\", R.character());\n\
-         console.log(version);\n"
+         const funs = await R.ocap(app);\n\
+         console.log(await funs.add(1, 2));\n"
     )
 }
 
@@ -786,14 +791,14 @@ async fn act(
     // Missing or someone else's: the 404 page before anything is attempted.
     load(&state, &user, id).await?;
     let to_list = form.return_to.as_deref() == Some("list");
-    let (key, done) = match verb {
-        Lifecycle::Start => ("started", "Start requested"),
-        Lifecycle::Stop => ("stopped", "Stopped"),
-        Lifecycle::Restart => ("restarted", "Restart requested"),
-        Lifecycle::Rebuild => ("rebuilt", "Rebuild requested"),
+    let key = match verb {
+        Lifecycle::Start => "started",
+        Lifecycle::Stop => "stopped",
+        Lifecycle::Restart => "restarted",
+        Lifecycle::Rebuild => "rebuilt",
     };
     let outcome = match apps::lifecycle(&state, &user.who, id, verb, &meta).await {
-        Ok(out) => {
+        Ok(_) => {
             if !user.hx {
                 let to = if to_list {
                     format!("/apps?flash={key}")
@@ -802,23 +807,20 @@ async fn act(
                 };
                 return Ok(see_other(&user, &to));
             }
-            (
-                "success",
-                format!("{done}: {}.", out.status),
-                StatusCode::OK,
-            )
+            // htmx: the live status shows the outcome; a message would go stale.
+            None
         }
-        Err(e) => ("error", failure_message(&e), failure_status(&user, &e)),
+        Err(e) => Some(("error", failure_message(&e), failure_status(&user, &e))),
     };
     if to_list {
         let q = PageQuery::default();
-        return render_list(&state, &user, &q, Some(outcome)).await;
+        return render_list(&state, &user, &q, outcome).await;
     }
     let view = load(&state, &user, id).await?;
-    let page = user
-        .page(view.app.name.clone(), Nav::Apps)
-        .flash(outcome.0, outcome.1)
-        .status(outcome.2);
+    let mut page = user.page(view.app.name.clone(), Nav::Apps);
+    if let Some((kind, message, status)) = outcome {
+        page = page.flash(kind, message).status(status);
+    }
     render_detail(&state, &user, page, &view, &headers, None).await
 }
 

@@ -63,8 +63,8 @@ fn fragment<T: Template>(t: &T, headers: &HeaderMap) -> Response {
     (h, Html(html)).into_response()
 }
 
-/// gzip at the default level: the grid's HTML is very repetitive, and level 6 makes
-/// it ~3× smaller than level 1 for ~1 ms more on 0.8 MB (docs/benchmarks.md).
+/// gzip at the default level: the grid's HTML is very repetitive (0.75 MB → 11 KB for
+/// 100 apps); level 1 compresses it several times worse (docs/benchmarks.md).
 fn gzip_html(bytes: &[u8]) -> Option<Vec<u8>> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
