@@ -22,7 +22,7 @@ mkdir -p "$dst"
 # docs name        <- test shot
 pairs=(
   login:desktop-login
-  dashboard:desktop-dashboard
+  dashboard:desktop-dashboard-running
   apps:desktop-apps
   new-app:desktop-new-app
   upload:desktop-upload-done
@@ -32,7 +32,8 @@ pairs=(
   settings:desktop-settings
   users:desktop-users
   audit:desktop-audit
-  phone-app-detail:phone-app-detail
+  phone-app-detail:phone-app-detail-screen
+  phone-dashboard:phone-dashboard-screen
   phone-menu:phone-menu-open
 )
 missing=0

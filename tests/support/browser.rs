@@ -171,6 +171,31 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// chromedriver's bridge to the DevTools protocol: `cmd` with `params`.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or("")
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({"cmd": self.cmd, "params": self.params});
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
 /// A headless Chromium session; chromedriver and Chromium die with it.
 pub struct Browser {
     rt: tokio::runtime::Runtime,
@@ -509,8 +534,25 @@ impl Browser {
         target.join("screenshots")
     }
 
-    /// Saves the viewport as `<target>/screenshots/<label>-<name>.png`.
+    /// Saves the whole page (not only the window; scrolled to the top first, or a
+    /// sticky top bar is drawn mid-page) as
+    /// `<target>/screenshots/<label>-<name>.png`; the window's part if Chromium
+    /// cannot capture beyond it.
     pub fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = Self::screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}-{name}.png", self.label));
+        let png = self
+            .full_page_png()
+            .or_else(|| self.rt.block_on(self.client().screenshot()).ok());
+        if let Some(png) = png {
+            std::fs::write(&path, png).unwrap();
+        }
+        path
+    }
+
+    /// Saves only what the window shows.
+    pub fn screenshot_viewport(&self, name: &str) -> PathBuf {
         let dir = Self::screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}-{name}.png", self.label));
@@ -518,6 +560,33 @@ impl Browser {
             std::fs::write(&path, png).unwrap();
         }
         path
+    }
+
+    fn full_page_png(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let size = self
+            .rt
+            .block_on(self.client().execute(
+                "window.scrollTo(0, 0); return [document.documentElement.clientWidth, \
+                 Math.max(document.documentElement.scrollHeight, window.innerHeight)];",
+                vec![],
+            ))
+            .ok()?;
+        let (w, h) = (size[0].as_f64()?, size[1].as_f64()?.min(8000.0));
+        let shot = self
+            .rt
+            .block_on(self.client().issue_cmd(Cdp {
+                cmd: "Page.captureScreenshot",
+                params: json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1},
+                }),
+            }))
+            .ok()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str()?)
+            .ok()
     }
 
     /// The browser log since the last call (chromedriver hands each line out once).
@@ -558,7 +627,12 @@ impl Browser {
             "{name}: title {title:?} is not \"Page — rserve-proxy\""
         );
         assert!(self.exists("h1"), "{name}: no <h1>");
+        self.exec("window.scrollTo(0, 0);", vec![]);
         self.screenshot(name);
+        if let Viewport::Phone { .. } = self.viewport {
+            // A phone page is long: also what the screen shows first.
+            self.screenshot_viewport(&format!("{name}-screen"));
+        }
         if let Viewport::Phone { width, .. } = self.viewport {
             self.assert_no_overflow(name, width);
         }
@@ -581,6 +655,11 @@ impl Browser {
                 .join(format!("{}-{page}.png", self.label))
                 .display()
         );
+    }
+
+    /// The console errors and CSP violations recorded so far.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Panics listing every console error and CSP violation seen.
