@@ -135,9 +135,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     server.add_service(background_service("control plane", control_plane));
 
     let limits = limits(&config);
+    let trusted = Arc::new(crate::proxy::forwarded::TrustedProxies::new(
+        config.trusted_proxies.clone(),
+    ));
     let mut front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
         .map_err(|e| ServeError::Proxy(e.to_string()))?
-        .with_isolation(isolation(&config));
+        .with_isolation(isolation(&config))
+        .with_trusted_proxies(trusted.clone());
     let mut tls_listener = None;
     if let Some(tls) = tls {
         front = front.with_https(crate::proxy::https::HttpsPolicy::new(
