@@ -115,6 +115,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let flags = config::flag_overrides(&matches);
+    let source = rserve_proxy::reload::Source {
+        file: cli.config.clone(),
+        flags: flags.clone(),
+    };
     let (config, warnings) =
         match Config::load_with_warnings(cli.config.as_deref(), std::env::vars(), &flags) {
             Ok(c) => c,
@@ -129,7 +133,7 @@ fn main() -> ExitCode {
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            server::serve(config).map_err(|e| e.to_string())
+            server::serve_with_reload(config, source).map_err(|e| e.to_string())
         }
         Command::Config { .. } => {
             for w in &warnings {
