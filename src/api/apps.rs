@@ -253,7 +253,9 @@ pub async fn upload(
 ) -> ApiResult<Json<UploadDto>> {
     let multipart = multipart
         .map_err(|_| ApiError::bad_request("Expected a multipart/form-data body with one file"))?;
-    let (filename, data) = super::spool::single_file(&state, multipart).await?;
+    let (filename, data) = super::spool::single_file(&state, multipart)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("No file uploaded"))?;
     let out = apps::upload(&state, &who, id, filename, data, &meta).await?;
     Ok(Json(UploadDto {
         ok: true,

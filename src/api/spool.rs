@@ -7,38 +7,35 @@ use axum::extract::multipart::{Field, Multipart, MultipartError};
 use axum::http::StatusCode;
 use tokio::io::AsyncWriteExt;
 
-use super::error::ApiError;
 use crate::service::apps::UploadData;
 use crate::service::{AppState, ServiceError};
 
-fn too_large(state: &AppState) -> ApiError {
-    ApiError(ServiceError::PayloadTooLarge(format!(
+fn too_large(state: &AppState) -> ServiceError {
+    ServiceError::PayloadTooLarge(format!(
         "The file is larger than the {} MB upload limit",
         state.config.upload_max_bytes / (1024 * 1024)
-    )))
+    ))
 }
 
-fn multipart_error(state: &AppState, e: MultipartError) -> ApiError {
+fn multipart_error(state: &AppState, e: MultipartError) -> ServiceError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large(state)
     } else {
-        ApiError::bad_request(format!("Malformed multipart body: {}", e.body_text()))
+        ServiceError::bad_request(format!("Malformed multipart body: {}", e.body_text()))
     }
 }
 
-fn io_error(e: std::io::Error) -> ApiError {
-    ApiError(ServiceError::Internal(format!(
-        "could not store the upload: {e}"
-    )))
+fn io_error(e: std::io::Error) -> ServiceError {
+    ServiceError::Internal(format!("could not store the upload: {e}"))
 }
 
-/// The single file part (the field name is free; plain fields are ignored): its
-/// client-side name and its bytes in a temp file under the uploads dir (removed when
-/// the returned value is dropped).
+/// The single file part (the field name is free; plain fields and a file input left
+/// empty are ignored): its client-side name and its bytes in a temp file under the
+/// uploads dir (removed when the returned value is dropped). `None`: no file was sent.
 pub async fn single_file(
     state: &AppState,
     mut multipart: Multipart,
-) -> Result<(String, UploadData), ApiError> {
+) -> Result<Option<(String, UploadData)>, ServiceError> {
     let mut file = None;
     loop {
         let field = match multipart.next_field().await {
@@ -49,19 +46,22 @@ pub async fn single_file(
         let Some(name) = field.file_name().map(str::to_string) else {
             continue;
         };
+        if name.is_empty() {
+            continue;
+        }
         if file.is_some() {
-            return Err(ApiError::bad_request("Send exactly one file per upload"));
+            return Err(ServiceError::bad_request("Send exactly one file per upload"));
         }
         let spooled = spool(state, field).await?;
         file = Some((name, UploadData::File(spooled)));
     }
-    file.ok_or_else(|| ApiError::bad_request("No file uploaded"))
+    Ok(file)
 }
 
 async fn spool(
     state: &AppState,
     mut field: Field<'_>,
-) -> Result<tempfile::NamedTempFile, ApiError> {
+) -> Result<tempfile::NamedTempFile, ServiceError> {
     let dir = state.config.uploads_dir();
     tokio::fs::create_dir_all(&dir).await.map_err(io_error)?;
     // Beside the installed uploads (same filesystem); the dot keeps it out of the way

@@ -80,6 +80,10 @@ impl Unit {
 /// A number with at most three significant digits after the point, trailing zeros
 /// dropped ("12.5", "0.25", "1234").
 pub fn short_number(v: f64) -> String {
+    if v == 0.0 {
+        // Also -0.0 (a zero CPU delta), which would print as "-0".
+        return "0".into();
+    }
     let a = v.abs();
     let decimals = if a >= 100.0 || a == 0.0 {
         0
@@ -457,6 +461,7 @@ mod tests {
         assert_eq!(Unit::Millis.axis(2500.0), (1000.0, "s"));
         assert_eq!(Unit::Bytes.format(1536.0), "1.5 KiB");
         assert_eq!(Unit::Percent.format(12.345), "12.3 %");
+        assert_eq!(Unit::Percent.format(-0.0), "0 %");
         assert_eq!(Unit::PerMin.format(120.0), "120/min");
         assert_eq!(Unit::Count.format(3.0), "3");
         assert_eq!(Unit::Millis.format(0.5), "0.5 ms");

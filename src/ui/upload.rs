@@ -180,65 +180,18 @@ async fn page(
     .await
 }
 
-/// The one file of the form, read up to the upload limit.
+/// The one file of the form, streamed to a temp file up to the upload limit (the same
+/// spooling as the API's upload).
 async fn read_file(
     state: &AppState,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<(String, bytes::Bytes), ServiceError> {
-    let limit = state.config.upload_max_bytes;
-    let too_large = || {
-        ServiceError::PayloadTooLarge(format!(
-            "The file is larger than the {} MB upload limit",
-            limit / (1024 * 1024)
-        ))
-    };
-    let mut multipart = multipart.map_err(|_| {
+) -> Result<(String, apps::UploadData), ServiceError> {
+    let multipart = multipart.map_err(|_| {
         ServiceError::bad_request("Expected a form with one file (multipart/form-data)")
     })?;
-    let mut file = None;
-    loop {
-        let mut field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ServiceError::bad_request(format!(
-                    "The upload could not be read: {}",
-                    e.body_text()
-                )))
-            }
-        };
-        let Some(name) = field.file_name().map(str::to_string) else {
-            continue; // csrf and other plain fields
-        };
-        if name.is_empty() {
-            continue; // the file input left empty
-        }
-        if file.is_some() {
-            return Err(ServiceError::bad_request(
-                "Send exactly one file per upload",
-            ));
-        }
-        let mut data = bytes::BytesMut::new();
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (data.len() + chunk.len()) as u64 > limit {
-                        return Err(too_large());
-                    }
-                    data.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(ServiceError::bad_request(format!(
-                        "The upload could not be read: {}",
-                        e.body_text()
-                    )))
-                }
-            }
-        }
-        file = Some((name, data.freeze()));
-    }
-    file.ok_or_else(|| ServiceError::bad_request("Choose a file to upload first"))
+    crate::api::spool::single_file(state, multipart)
+        .await?
+        .ok_or_else(|| ServiceError::bad_request("Choose a file to upload first"))
 }
 
 async fn upload(
