@@ -8,7 +8,8 @@ use super::*;
 /// parent. Builds hold this shared, image removals exclusively. One per process: it
 /// is about the daemon's image store, not one spawner.
 /// One base image build at a time (see `build_base_first`).
-static BASE_BUILDS: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
+static BASE_BUILDS: LazyLock<tokio::sync::Mutex<()>> =
+    LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 static LAYERS: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
 
