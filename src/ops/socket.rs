@@ -110,9 +110,7 @@ async fn backup(State(state): State<AppState>) -> Response {
             .map_err(|e| format!("cannot create a temp file in {}: {e}", data_dir.display()))?;
         let summary = super::archive::write(&store, &uploads, &data_dir, &mut file)?;
         use std::io::Seek;
-        let size = file
-            .seek(std::io::SeekFrom::Current(0))
-            .map_err(|e| e.to_string())?;
+        let size = file.stream_position().map_err(|e| e.to_string())?;
         file.rewind().map_err(|e| e.to_string())?;
         Ok((file, summary, size))
     })

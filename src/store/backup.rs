@@ -77,19 +77,20 @@ pub fn check_file(path: &Path) -> Result<Counts> {
             supported: migrate::SCHEMA_VERSION,
         });
     }
-    let mut rows = Vec::new();
-    rows.push(("users_v1".into(), check::<model::User>(&txn, USERS)?));
-    rows.push((
-        "sessions_v1".into(),
-        check::<model::Session>(&txn, SESSIONS)?,
-    ));
-    rows.push(("tokens_v1".into(), check::<model::ApiToken>(&txn, TOKENS)?));
-    rows.push(("apps_v1".into(), check::<model::App>(&txn, APPS)?));
-    rows.push((
-        "uploads_v1".into(),
-        check::<model::UploadRecord>(&txn, UPLOADS)?,
-    ));
-    rows.push(("audit_v1".into(), check::<model::AuditEntry>(&txn, AUDIT)?));
+    let mut rows: Vec<(String, u64)> = vec![
+        ("users_v1".into(), check::<model::User>(&txn, USERS)?),
+        (
+            "sessions_v1".into(),
+            check::<model::Session>(&txn, SESSIONS)?,
+        ),
+        ("tokens_v1".into(), check::<model::ApiToken>(&txn, TOKENS)?),
+        ("apps_v1".into(), check::<model::App>(&txn, APPS)?),
+        (
+            "uploads_v1".into(),
+            check::<model::UploadRecord>(&txn, UPLOADS)?,
+        ),
+        ("audit_v1".into(), check::<model::AuditEntry>(&txn, AUDIT)?),
+    ];
     if version >= 2 {
         rows.push((
             "acme_accounts_v1".into(),
