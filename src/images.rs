@@ -42,11 +42,88 @@ pub enum Recipe {
 /// Write the recipes to a temp dir and run the chosen one, its output going to ours.
 pub fn build_base(recipe: &Recipe) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
-    write_files(dir.path())?;
-    let mut cmd = match recipe {
+    let mut cmd = command(recipe, dir.path())?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    finished(status)
+}
+
+/// Like [`build_base`], but each line of the recipe's output (stdout and stderr) goes
+/// to `on_line`: the server's first-run build writes them into an app's build log.
+pub fn build_base_with(recipe: &Recipe, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let mut cmd = command(recipe, dir.path())?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as _),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ];
+    for pipe in pipes.into_iter().flatten() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for line in rx {
+        on_line(&line);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for the base image build: {e}"))?;
+    finished(status)
+}
+
+fn finished(status: std::process::ExitStatus) -> Result<(), String> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "building the base image failed ({status}); see the output above"
+        ))
+    }
+}
+
+/// The recipe for an app's `rVersion` when its base image is missing: Debian's
+/// packages for `latest` and Debian's own R version (no registry needed; root only,
+/// mmdebstrap), `r-base:<version>` from a registry for any other version.
+pub fn recipe_for(r_version: &str) -> Recipe {
+    if r_version == "latest" || r_version == DEBIAN_R_VERSION {
+        Recipe::FromDebian { force: false }
+    } else {
+        Recipe::Dockerfile {
+            r_version: r_version.to_string(),
+        }
+    }
+}
+
+/// R in Debian 12 (bookworm), what the Debian recipe builds.
+pub const DEBIAN_R_VERSION: &str = "4.2.2";
+
+/// The recipes written to `dir`, and the command that runs the chosen one.
+fn command(recipe: &Recipe, dir: &Path) -> Result<Command, String> {
+    write_files(dir)?;
+    Ok(match recipe {
         Recipe::FromDebian { force } => {
             let mut c = Command::new("bash");
-            c.arg(dir.path().join("build-from-debian.sh"));
+            c.arg(dir.join("build-from-debian.sh"));
             if *force {
                 c.arg("--force");
             }
@@ -63,20 +140,10 @@ pub fn build_base(recipe: &Recipe) -> Result<(), String> {
                 .arg(format!("R_VERSION={r_version}"))
                 .arg("-t")
                 .arg(format!("rserve-base:{r_version}"))
-                .arg(dir.path());
+                .arg(dir);
             c
         }
-    };
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "building the base image failed ({status}); see the output above"
-        ))
-    }
+    })
 }
 
 fn write_files(dir: &Path) -> Result<(), String> {

@@ -12,6 +12,7 @@ pub mod images;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod paths;
 pub mod prometheus;
 pub mod proxy;

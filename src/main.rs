@@ -8,9 +8,8 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use rserve_proxy::config::{self, Config};
-use rserve_proxy::model::Role;
-use rserve_proxy::service::users::{CreateUserInput, UpdateUserInput};
-use rserve_proxy::service::{users, AppState, ClientMeta, ServiceError};
+use rserve_proxy::ops::users as ops_users;
+use rserve_proxy::service::AppState;
 use rserve_proxy::spawner::docker::DockerSpawner;
 use rserve_proxy::store::Store;
 use rserve_proxy::{auth, logging, server};
@@ -51,9 +50,31 @@ enum Command {
         #[arg(long)]
         docs: bool,
     },
-    /// Manage users while the server is stopped.
+    /// Manage users (through the running server's admin socket, or directly when it
+    /// is stopped).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Write a backup archive (store snapshot + uploads, with a manifest of sha256
+    /// checksums) to FILE; works while the server runs.
+    Backup {
+        /// Archive to write (tar.gz); replaced only once complete.
+        file: PathBuf,
+    },
+    /// Restore a backup archive into the (stopped) data dir; checks it whole first.
+    Restore {
+        /// Archive written by `rserve-proxy backup`.
+        file: PathBuf,
+        /// Restore into a non-empty data dir, moving its contents aside first.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check Docker, the base image, ports, the data dir, the clock and TLS; prints a
+    /// fix for each failure and exits 1 if any check fails.
+    Doctor {
+        /// The base image to look for.
+        #[arg(long, default_value = "rserve-base:latest")]
+        base_image: String,
+    },
     /// Remove every container and image this data dir's rserve-proxy created, for all
     /// apps (base images stay). Run it with the server stopped; apps can be started again.
     Cleanup,
@@ -153,6 +174,30 @@ fn main() -> ExitCode {
         }),
         Command::Admin(cmd) => admin(config, cmd),
         Command::Cleanup => cleanup(config),
+        Command::Backup { file } => {
+            rserve_proxy::ops::backup(&config, &file).map(|line| println!("{line}"))
+        }
+        Command::Restore { file, force } => {
+            rserve_proxy::ops::restore(&config, &file, force).map(|line| println!("{line}"))
+        }
+        Command::Doctor { base_image } => {
+            let checks = rserve_proxy::ops::doctor::run(
+                &config,
+                &rserve_proxy::ops::doctor::Options { base_image },
+            );
+            for c in &checks {
+                println!("{}", c.line());
+            }
+            let failed = checks
+                .iter()
+                .filter(|c| c.outcome == rserve_proxy::ops::doctor::Outcome::Fail)
+                .count();
+            if failed > 0 {
+                Err(format!("{failed} check(s) failed; see the fixes above"))
+            } else {
+                Ok(())
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,90 +255,144 @@ fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
 }
 
 /// User management through the same service functions as the API, acting as the
-/// local operator.
+/// local operator: through the running server's admin socket, or on the store
+/// directly when no server runs.
 fn admin(config: Config, cmd: AdminCommand) -> Result<(), String> {
+    let request = match cmd {
+        AdminCommand::CreateUser {
+            username,
+            role,
+            email,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            AdminRequest::Create(
+                ops_users::NewUser {
+                    username,
+                    role,
+                    email,
+                    password,
+                },
+                generated,
+            )
+        }
+        AdminCommand::ResetPassword {
+            username,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            AdminRequest::Reset(ops_users::PasswordReset { username, password }, generated)
+        }
+        AdminCommand::ListUsers => AdminRequest::List,
+    };
+    let answer = if rserve_proxy::ops::server_running(&config) {
+        admin_remote(&config, &request)?
+    } else {
+        admin_local(config, &request)?
+    };
+    match (request, answer) {
+        (AdminRequest::Create(input, generated), AdminAnswer::User(user)) => {
+            println!("created {} ({}, {})", user.username, user.role, user.id);
+            if generated {
+                println!("password: {}", input.password);
+            }
+        }
+        (AdminRequest::Reset(input, generated), _) => {
+            println!(
+                "password of {} reset; their sessions have ended and their API tokens are revoked",
+                input.username
+            );
+            if generated {
+                println!("password: {}", input.password);
+            }
+        }
+        (_, AdminAnswer::Users(all)) => {
+            println!(
+                "{:<36}  {:<24}  {:<5}  {:<32}  created",
+                "id", "username", "role", "email"
+            );
+            for u in all {
+                println!(
+                    "{:<36}  {:<24}  {:<5}  {:<32}  {}",
+                    u.id,
+                    u.username,
+                    u.role,
+                    u.email.as_deref().unwrap_or("-"),
+                    u.created_at
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+enum AdminRequest {
+    /// The bool: the password was generated (so it is printed).
+    Create(ops_users::NewUser, bool),
+    Reset(ops_users::PasswordReset, bool),
+    List,
+}
+
+enum AdminAnswer {
+    User(ops_users::UserLine),
+    Users(Vec<ops_users::UserLine>),
+    Done,
+}
+
+fn admin_local(config: Config, request: &AdminRequest) -> Result<AdminAnswer, String> {
     let (store, instance, rt) = open_local(&config)?;
     rt.block_on(async move {
         let spawner = Arc::new(DockerSpawner::new(&config.docker_socket, &instance));
         let state = AppState::new(store, spawner, Arc::new(config));
-        let meta = ClientMeta::default();
-        let fail = |e: ServiceError| e.to_string();
-        match cmd {
-            AdminCommand::CreateUser {
-                username,
-                role,
-                email,
-                password_stdin,
-            } => {
-                let (password, generated) = read_password(password_stdin)?;
-                let role = if role == "admin" {
-                    Role::Admin
-                } else {
-                    Role::User
-                };
-                let input = CreateUserInput {
-                    username,
-                    password: password.clone(),
-                    email,
-                    role: Some(role),
-                };
-                let user = users::create(&state, None, input, &meta)
-                    .await
-                    .map_err(fail)?;
-                println!(
-                    "created {} ({}, {})",
-                    user.username,
-                    user.role.as_str(),
-                    user.id
-                );
-                if generated {
-                    println!("password: {password}");
-                }
+        Ok(match request {
+            AdminRequest::Create(input, _) => {
+                AdminAnswer::User(ops_users::create(&state, input.clone()).await?)
             }
-            AdminCommand::ResetPassword {
-                username,
-                password_stdin,
-            } => {
-                let name = username.clone();
-                let user = rserve_proxy::service::with_store(&state.store, move |s| {
-                    s.get_user_by_username(&name)
-                })
+            AdminRequest::Reset(input, _) => {
+                ops_users::reset_password(&state, input.clone()).await?;
+                AdminAnswer::Done
+            }
+            AdminRequest::List => AdminAnswer::Users(ops_users::list(&state).await?),
+        })
+    })
+}
+
+fn admin_remote(config: &Config, request: &AdminRequest) -> Result<AdminAnswer, String> {
+    use rserve_proxy::ops::client;
+    let socket = rserve_proxy::ops::socket::path(&config.data_dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let result = rt.block_on(async {
+        match request {
+            AdminRequest::Create(input, _) => client::json(
+                &socket,
+                http::Method::POST,
+                "/v1/users",
+                serde_json::to_value(input).ok(),
+            )
+            .await
+            .map(AdminAnswer::User),
+            AdminRequest::Reset(input, _) => client::request(
+                &socket,
+                http::Method::POST,
+                "/v1/users/password",
+                serde_json::to_value(input).ok(),
+            )
+            .await
+            .map(|_| AdminAnswer::Done),
+            AdminRequest::List => client::json(&socket, http::Method::GET, "/v1/users", None)
                 .await
-                .map_err(fail)?
-                .ok_or_else(|| format!("no user named {username:?}"))?;
-                let (password, generated) = read_password(password_stdin)?;
-                let input = UpdateUserInput {
-                    password: Some(password.clone()),
-                    ..Default::default()
-                };
-                users::update(&state, None, user.id, input, &meta)
-                    .await
-                    .map_err(fail)?;
-                println!(
-                    "password of {username} reset; their sessions have ended and their API tokens are revoked"
-                );
-                if generated {
-                    println!("password: {password}");
-                }
-            }
-            AdminCommand::ListUsers => {
-                let all = users::list(&state, None).await.map_err(fail)?;
-                println!(
-                    "{:<36}  {:<24}  {:<5}  {:<32}  created",
-                    "id", "username", "role", "email"
-                );
-                for u in all {
-                    println!(
-                        "{:<36}  {:<24}  {:<5}  {:<32}  {}",
-                        u.id,
-                        u.username,
-                        u.role.as_str(),
-                        u.email.as_deref().unwrap_or("-"),
-                        u.created_at
-                    );
-                }
-            }
+                .map(AdminAnswer::Users),
         }
-        Ok(())
+    });
+    result.map_err(|e| match e {
+        client::ClientError::Unreachable(m) => format!(
+            "a server holds {} but {m}; stop it and run the command again",
+            config.state_file().display()
+        ),
+        other => other.to_string(),
     })
 }

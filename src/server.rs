@@ -95,6 +95,12 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
         m.set_alerts(alerts.clone());
     }
     let control = bind_control_socket(&config)?;
+    // `backup` and `admin …` reach the running server here (ops/socket.rs).
+    let admin =
+        crate::ops::socket::bind(&data_dir).map_err(|source| ServeError::ControlSocket {
+            path: crate::ops::socket::path(&data_dir).display().to_string(),
+            source,
+        })?;
     raise_nofile_limit();
 
     let mut conf = ServerConf {
@@ -142,6 +148,7 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
     let control_plane = ControlPlane {
         login_limiter,
         listener: Mutex::new(Some(control)),
+        admin_listener: Mutex::new(Some(admin)),
         instance: store.instance_id()?.to_string(),
         store,
         config: config.clone(),
@@ -212,6 +219,7 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
         shutdown_signal: Box::new(TerminateGracefully),
     });
     let _ = std::fs::remove_file(config.control_socket());
+    let _ = std::fs::remove_file(crate::ops::socket::path(&config.data_dir));
     tracing::info!("rserve-proxy stopped");
     Ok(())
 }
@@ -356,6 +364,8 @@ impl ShutdownSignalWatch for TerminateGracefully {
 /// The control plane: axum on the unix socket, plus its housekeeping loops.
 struct ControlPlane {
     listener: Mutex<Option<StdUnixListener>>,
+    /// `<data>/admin.sock`: backup and user administration for the local operator.
+    admin_listener: Mutex<Option<StdUnixListener>>,
     /// Labels this data dir's containers (see `Store::instance_id`).
     instance: String,
     /// The proxy's route table, which the runtime keeps in step with the apps.
@@ -425,6 +435,14 @@ impl BackgroundService for ControlPlane {
             shutdown.clone(),
         ));
         tokio::spawn(purge_sessions(self.store.clone(), shutdown.clone()));
+        let admin = self.admin_listener.lock().ok().and_then(|mut l| l.take());
+        if let Some(l) = admin {
+            tokio::spawn(crate::ops::socket::serve(
+                l,
+                state.clone(),
+                shutdown.clone(),
+            ));
+        }
         let app = api::router(state);
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -15,6 +15,7 @@
 mod acme;
 mod apps;
 mod audit;
+pub mod backup;
 mod metrics;
 mod migrate;
 mod sessions;

@@ -7,6 +7,10 @@ use super::*;
 /// when it removes the last image built on them, even while a build uses one as its
 /// parent. Builds hold this shared, image removals exclusively. One per process: it
 /// is about the daemon's image store, not one spawner.
+/// One base image build at a time (see `build_base_first`).
+static BASE_BUILDS: LazyLock<tokio::sync::Mutex<()>> =
+    LazyLock::new(|| tokio::sync::Mutex::new(()));
+
 static LAYERS: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
 
 enum BuildRun {
@@ -19,12 +23,12 @@ enum BuildRun {
 }
 
 impl DockerSpawner {
-    /// The base image's reference and id, or a build failure saying what exists.
-    pub(super) async fn base_image(
+    /// The base image's reference, id and pak label; `None` when it does not exist.
+    pub(super) async fn find_base_image(
         &self,
         docker: &Docker,
         r_version: &str,
-    ) -> Result<(String, String, Option<String>), SpawnerError> {
+    ) -> Result<Option<(String, String, Option<String>)>, SpawnerError> {
         let Some(base_ref) = image::base_image_ref(r_version) else {
             return Err(build_failed(
                 format!("{r_version:?} is not a valid R version"),
@@ -37,24 +41,97 @@ impl DockerSpawner {
                     .config
                     .and_then(|c| c.labels)
                     .and_then(|l| l.get(LABEL_PAK).cloned());
-                Ok((base_ref, i.id.unwrap_or_default(), pak))
+                Ok(Some((base_ref, i.id.unwrap_or_default(), pak)))
             }
-            Err(e) if status_code(&e) == Some(404) => {
-                let have = self.r_versions().await.unwrap_or_default();
-                let have = if have.is_empty() {
-                    "none".to_string()
-                } else {
-                    have.join(", ")
-                };
-                Err(build_failed(
-                    format!(
-                        "base image {base_ref} not found (R versions available: {have}); \
-                         build it with images/rserve-base/build-from-debian.sh"
-                    ),
-                    vec![],
-                ))
-            }
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.fail(e, "inspect the base image")),
+        }
+    }
+
+    /// First run: the app's base image is missing, so build it, its output going to
+    /// the app's build log. One base build at a time (two apps starting at once would
+    /// build the same image twice); the second finds the first's result.
+    async fn build_base_first(
+        &self,
+        docker: &Docker,
+        spec: &AppSpec,
+    ) -> Result<(String, String, Option<String>), SpawnerError> {
+        let base_ref = image::base_image_ref(&spec.r_version).unwrap_or_default();
+        self.mutate(|s| {
+            let e = s.entry(spec.id);
+            e.phase = Phase::Building;
+            e.build_error = None;
+            e.build_log.begin();
+        });
+        let result = self.build_base_locked(docker, spec, &base_ref).await;
+        self.mutate(|s| {
+            let e = s.entry(spec.id);
+            e.phase = Phase::Idle;
+            e.build_log.finish();
+        });
+        result
+    }
+
+    async fn build_base_locked(
+        &self,
+        docker: &Docker,
+        spec: &AppSpec,
+        base_ref: &str,
+    ) -> Result<(String, String, Option<String>), SpawnerError> {
+        let _one_at_a_time = BASE_BUILDS.lock().await;
+        if let Some(b) = self.find_base_image(docker, &spec.r_version).await? {
+            return Ok(b);
+        }
+        let recipe = crate::images::recipe_for(&spec.r_version);
+        let how = match &recipe {
+            crate::images::Recipe::FromDebian { .. } => {
+                if !nix::unistd::geteuid().is_root() {
+                    let have = self.r_versions().await.unwrap_or_default();
+                    return Err(build_failed(
+                        format!(
+                            "base image {base_ref} not found (R versions available: {}); building it from Debian's packages needs root (mmdebstrap): run `sudo rserve-proxy images build-base --from-debian` once, then start the app again",
+                            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                        ),
+                        vec![],
+                    ));
+                }
+                "from Debian's packages (mmdebstrap; no registry needed)".to_string()
+            }
+            crate::images::Recipe::Dockerfile { r_version } => {
+                format!("from r-base:{r_version} on the registry")
+            }
+        };
+        self.log_line(
+            spec.id,
+            &format!("rserve-proxy: base image {base_ref} is missing; building it first, {how}. This happens once per R version and takes a few minutes."),
+        );
+        let me = self.clone();
+        let app = spec.id;
+        let built = tokio::task::spawn_blocking(move || {
+            crate::images::build_base_with(&recipe, &mut |line| me.log_line(app, line))
+        })
+        .await
+        .map_err(|e| SpawnerError::Internal(format!("base image build task failed: {e}")))?;
+        if let Err(e) = built {
+            return Err(build_failed(
+                format!(
+                    "base image {base_ref} was missing and building it failed: {e}; see the build log, or build it by hand with `rserve-proxy images build-base`"
+                ),
+                vec![],
+            ));
+        }
+        match self.find_base_image(docker, &spec.r_version).await? {
+            Some(b) => {
+                self.log_line(
+                    spec.id,
+                    &format!("rserve-proxy: base image {base_ref} built; now the app's image"),
+                );
+                Ok(b)
+            }
+            None => Err(build_failed(
+                format!("the base image build finished but {base_ref} does not exist; build it with `rserve-proxy images build-base`"),
+                vec![],
+            )),
         }
     }
 
@@ -124,7 +201,13 @@ impl DockerSpawner {
         spec: &AppSpec,
         force: bool,
     ) -> Result<AppImage, SpawnerError> {
-        let (base_ref, base_id, pak_label) = match self.base_image(docker, &spec.r_version).await {
+        // After a base build, its lines stay in the log the app build continues.
+        let (found, base_built) = match self.find_base_image(docker, &spec.r_version).await {
+            Ok(Some(b)) => (Ok(b), false),
+            Ok(None) => (self.build_base_first(docker, spec).await, true),
+            Err(e) => (Err(e), false),
+        };
+        let (base_ref, base_id, pak_label) = match found {
             Ok(b) => b,
             Err(e) => {
                 self.record_build_error(spec.id, &e);
@@ -200,7 +283,11 @@ impl DockerSpawner {
             e.phase = Phase::Building;
             e.builds += 1;
             e.build_error = None;
-            e.build_log.begin();
+            if base_built {
+                e.build_log.resume();
+            } else {
+                e.build_log.begin();
+            }
         });
         let started = std::time::Instant::now();
         let result = self

@@ -97,6 +97,12 @@ impl BuildLog {
         self.live = Some(tx);
     }
 
+    /// Live again without clearing: the app build continues after a base image build.
+    pub fn resume(&mut self) {
+        let (tx, _) = broadcast::channel(1024);
+        self.live = Some(tx);
+    }
+
     pub fn push(&mut self, line: &str) {
         let line: Arc<str> = Arc::from(line);
         if self.lines.len() >= BUILD_LOG_MAX_LINES {
