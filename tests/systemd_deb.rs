@@ -203,9 +203,8 @@ async fn echo_server() -> u16 {
     port
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_open(url: &str) -> Ws {
     let (ws, _) = tokio::time::timeout(
@@ -247,9 +246,7 @@ fn deb_installs_and_runs_under_systemd() {
         return;
     }
     let image = run(Command::new("bash").arg(root().join("packaging/build-systemd-test-image.sh")));
-    if !image.status.success()
-        && missing(&format!("cannot build {IMAGE}: {}", text(&image)))
-    {
+    if !image.status.success() && missing(&format!("cannot build {IMAGE}: {}", text(&image))) {
         return;
     }
 
@@ -332,17 +329,23 @@ fn deb_installs_and_runs_under_systemd() {
         "effective uid of the main process: {uid_line}"
     );
     assert_ne!(uid, 0);
-    let cap_eff = proc_status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    let cap_eff = proc_status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap();
     assert!(
         cap_eff.ends_with("0000000000000400"),
         "only CAP_NET_BIND_SERVICE: {cap_eff}"
     );
     // The socket listening on :80 (0x0050) was opened by the service user (reading
     // /proc/PID/fd would need CAP_SYS_PTRACE, which the container does not have).
-    let owners = m.ok(
-        "awk '$2 ~ /:0050$/ && $4 == \"0A\" {print $8}' /proc/net/tcp /proc/net/tcp6",
+    let owners =
+        m.ok("awk '$2 ~ /:0050$/ && $4 == \"0A\" {print $8}' /proc/net/tcp /proc/net/tcp6");
+    assert_eq!(
+        owners,
+        uid.to_string(),
+        "owner uid of the listener on port 80"
     );
-    assert_eq!(owners, uid.to_string(), "owner uid of the listener on port 80");
 
     // --- journald: plain lines with priorities, not JSON ----------------------------
     // (`-o json`: the fields `-o verbose` shows, one entry per line.)
@@ -378,13 +381,23 @@ fn deb_installs_and_runs_under_systemd() {
     m.ok(&format!("systemctl restart {UNIT}"));
     let restarted = m.main_pid();
     assert_ne!(restarted, pid, "restart starts a new process");
-    assert_eq!(health(&c, &base), Some(200), "healthy right after restart: {}", m.status());
+    assert_eq!(
+        health(&c, &base),
+        Some(200),
+        "healthy right after restart: {}",
+        m.status()
+    );
 
     // --- reload: SIGHUP re-reads the config in the same process ----------------------
     m.ok(&format!("systemctl reload {UNIT}"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
-    assert_eq!(m.main_pid(), restarted, "reload keeps the process: {}", m.status());
+    assert_eq!(
+        m.main_pid(),
+        restarted,
+        "reload keeps the process: {}",
+        m.status()
+    );
     assert_eq!(health(&c, &base), Some(200));
 
     // --- upgrade to a newer package while a WebSocket session is open ---------------
@@ -395,7 +408,8 @@ fn deb_installs_and_runs_under_systemd() {
     let stop = Arc::new(AtomicBool::new(false));
     let (tried, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let prober = {
-        let (stop, tried, failed, base) = (stop.clone(), tried.clone(), failed.clone(), base.clone());
+        let (stop, tried, failed, base) =
+            (stop.clone(), tried.clone(), failed.clone(), base.clone());
         std::thread::spawn(move || {
             let c = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -427,7 +441,8 @@ fn deb_installs_and_runs_under_systemd() {
     );
     let new_pid = m.main_pid();
     assert_ne!(
-        new_pid, restarted,
+        new_pid,
+        restarted,
         "the new binary serves (main PID changed): {upgrade}\n{}",
         m.status()
     );
@@ -442,7 +457,9 @@ fn deb_installs_and_runs_under_systemd() {
         tried.load(Ordering::Relaxed)
     );
     // Data and config survive the upgrade.
-    assert!(m.ok("cat /etc/rserve-proxy/config.toml").contains("static_routes"));
+    assert!(m
+        .ok("cat /etc/rserve-proxy/config.toml")
+        .contains("static_routes"));
     m.ok("test -s /var/lib/rserve-proxy/state.redb");
 
     eprintln!(
