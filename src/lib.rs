@@ -21,4 +21,5 @@ pub mod service;
 pub mod spawner;
 pub mod store;
 pub mod tls;
+pub mod upgrade;
 pub mod upload;

@@ -43,6 +43,10 @@ struct Cli {
     /// Proxy worker threads.
     #[arg(long, global = true)]
     threads: Option<String>,
+    /// Take over from the server running on this data dir (set by that server when it
+    /// starts its successor; see `rserve-proxy upgrade`).
+    #[arg(long, global = true, hide = true)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -62,6 +66,14 @@ enum Command {
     /// Build images rserve-proxy needs.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Hand the running server over to the binary now installed at its path, without
+    /// dropping open connections (after replacing the binary, e.g. in a package's
+    /// postinst). Waits until the new process serves.
+    Upgrade {
+        /// Seconds to wait for the new process to serve.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,8 +150,13 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             logging::init(&config);
-            server::serve(config).map_err(|e| e.to_string())
+            server::serve_as(config, cli.upgrade).map_err(|e| e.to_string())
         }
+        Command::Upgrade { timeout } => rserve_proxy::upgrade::command::request(
+            &config.data_dir,
+            std::time::Duration::from_secs(timeout),
+        )
+        .map(|line| println!("{line}")),
         Command::Config => {
             print!("{}", config.render_redacted());
             Ok(())

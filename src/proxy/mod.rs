@@ -13,6 +13,7 @@ mod app_http;
 pub mod app_path;
 pub mod balance;
 pub mod counters;
+pub mod drain;
 pub mod engine;
 pub mod http1;
 pub mod https;
