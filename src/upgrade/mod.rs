@@ -343,21 +343,18 @@ fn inode(path: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// New process: bind the control socket beside the old one's and move it into place
-/// in one step (rename), so a connection finds one or the other, never neither.
+/// New process: put its control socket in place of the old one's. Bound at the very
+/// path the proxy connects to (pingora checks a pooled connection's peer name against
+/// it, so a socket bound elsewhere and renamed into place would never be reused); a
+/// connection made between the unlink and the bind is retried by the front door.
 pub fn take_control_socket(path: &Path) -> std::io::Result<StdUnixListener> {
-    let mut fresh = path.as_os_str().to_owned();
-    fresh.push(format!(".{}", std::process::id()));
-    let fresh = PathBuf::from(fresh);
-    let _ = std::fs::remove_file(&fresh);
-    let listener = StdUnixListener::bind(&fresh)?;
-    let placed = std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| listener.set_nonblocking(true))
-        .and_then(|()| std::fs::rename(&fresh, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&fresh);
-        return Err(e);
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
     }
+    let listener = StdUnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -429,7 +426,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_control_socket_moves_into_place() {
+    fn the_new_control_socket_takes_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let old = StdUnixListener::bind(&path).unwrap();
@@ -444,8 +441,6 @@ mod tests {
         assert!(old.accept().is_err());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "no temporary socket file left");
     }
 
     #[test]

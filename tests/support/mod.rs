@@ -8,6 +8,8 @@ pub mod certs;
 pub mod qap;
 /// A real HTTP receiver for alert webhooks.
 pub mod receiver;
+/// Which process holds a connection; whether a process runs (/proc).
+pub mod procs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
