@@ -70,12 +70,13 @@ pub fn serve_as(config: Config, upgrade: bool) -> Result<(), ServeError> {
         // The old process sends the listening sockets over the upgrade socket (pingora's
         // bootstrap waits for them; it exits with status 1 when none come).
         server.bootstrap();
-        let control = crate::upgrade::take_control_socket(&config.control_socket()).map_err(
-            |source| ServeError::ControlSocket {
-                path: config.control_socket().display().to_string(),
-                source,
-            },
-        )?;
+        let control =
+            crate::upgrade::take_control_socket(&config.control_socket()).map_err(|source| {
+                ServeError::ControlSocket {
+                    path: config.control_socket().display().to_string(),
+                    source,
+                }
+            })?;
         let store = crate::upgrade::open_store_when_free(
             &config.state_file(),
             std::time::Duration::from_secs(60),
@@ -277,7 +278,10 @@ fn check_free(addr: std::net::SocketAddr) -> Result<(), ServeError> {
 }
 
 /// `f` until it succeeds or `limit` passes (the last error then).
-fn retry_for<T, E>(limit: std::time::Duration, mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+fn retry_for<T, E>(
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         match f() {

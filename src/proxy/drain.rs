@@ -59,8 +59,7 @@ impl Drain {
     /// starts the task that turns a shutdown into [`Drain::close_all`] unless a
     /// hand-over is under way. (The watch is only handed out with connections.)
     pub(crate) fn follow(self: &Arc<Self>, shutdown: &ShutdownWatch) {
-        if self.following.load(Ordering::Relaxed) || self.following.swap(true, Ordering::AcqRel)
-        {
+        if self.following.load(Ordering::Relaxed) || self.following.swap(true, Ordering::AcqRel) {
             return;
         }
         let mut shutdown = shutdown.clone();

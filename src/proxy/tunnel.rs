@@ -531,12 +531,7 @@ impl Drop for Slot<'_> {
 }
 
 impl DataPlane {
-    async fn websocket(
-        &self,
-        mut down: Stream,
-        mut buf: BytesMut,
-        head_len: usize,
-    ) {
+    async fn websocket(&self, mut down: Stream, mut buf: BytesMut, head_len: usize) {
         let started = Instant::now();
         let client = client_ip(&down);
         let tls = down.get_ssl_digest().is_some();

@@ -87,17 +87,18 @@ pub enum UpgradeError {
     #[error("the listeners are not up yet; try again in a moment")]
     NotReady,
     #[error("cannot start the new binary {exe}: {source}")]
-    Spawn {
-        exe: String,
-        source: std::io::Error,
-    },
+    Spawn { exe: String, source: std::io::Error },
     #[error("the new process (pid {pid}) exited ({status}) before taking over; this process keeps serving. Its log says why (a config error exits with status 2)")]
     Exited {
         pid: u32,
         status: std::process::ExitStatus,
     },
     #[error("the new process (pid {pid}) did not {what} within {secs} s; stopped it, this process keeps serving")]
-    Timeout { pid: u32, what: &'static str, secs: u64 },
+    Timeout {
+        pid: u32,
+        what: &'static str,
+        secs: u64,
+    },
     #[error("cannot send the listening sockets to the new process: {0}; stopped it, this process keeps serving")]
     Send(String),
     #[error("the new process (pid {pid}) failed after the store was handed to it ({why}); this process keeps relaying but has no control plane: run the upgrade again or restart the service")]
@@ -227,11 +228,16 @@ impl Upgrader {
             .await
             .is_err()
         {
-            tracing::warn!("upgrade: the control plane did not stop within 5 s; closing the store under it");
+            tracing::warn!(
+                "upgrade: the control plane did not stop within 5 s; closing the store under it"
+            );
         }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
-        tracing::info!(pid, "upgrade: store closed; waiting for the new process to serve");
+        tracing::info!(
+            pid,
+            "upgrade: store closed; waiting for the new process to serve"
+        );
 
         // 5. The new process has opened the store and serves (it wrote the pid file).
         let data_dir = self.data_dir.clone();

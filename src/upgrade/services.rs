@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::server::RuntimeOpts;
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
-use pingora::server::RuntimeOpts;
 use tokio::sync::watch;
 
 /// A watch that turns true when either `a` or `b` does (or their sender goes away

@@ -4,12 +4,12 @@
 
 /// Test certificates for TLS (files mode).
 pub mod certs;
+/// Which process holds a connection; whether a process runs (/proc).
+pub mod procs;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
 pub mod qap;
 /// A real HTTP receiver for alert webhooks.
 pub mod receiver;
-/// Which process holds a connection; whether a process runs (/proc).
-pub mod procs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
