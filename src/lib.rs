@@ -22,4 +22,5 @@ pub mod spawner;
 pub mod store;
 pub mod systemd;
 pub mod tls;
+pub mod upgrade;
 pub mod upload;

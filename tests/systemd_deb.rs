@@ -388,18 +388,6 @@ fn deb_installs_and_runs_under_systemd() {
         m.status()
     );
 
-    // --- reload: SIGHUP re-reads the config in the same process ----------------------
-    m.ok(&format!("systemctl reload {UNIT}"));
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
-    assert_eq!(
-        m.main_pid(),
-        restarted,
-        "reload keeps the process: {}",
-        m.status()
-    );
-    assert_eq!(health(&c, &base), Some(200));
-
     // --- upgrade to a newer package while a WebSocket session is open ---------------
     let ws_url = format!("ws://{}/echo/", SocketAddr::new(ip, 80));
     let mut session = rt.block_on(ws_open(&ws_url));
@@ -469,6 +457,18 @@ fn deb_installs_and_runs_under_systemd() {
         tried.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
     );
+
+    // --- reload: SIGHUP re-reads the config in the same process ----------------------
+    m.ok(&format!("systemctl reload {UNIT}"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
+    assert_eq!(
+        m.main_pid(),
+        restarted,
+        "reload keeps the process: {}",
+        m.status()
+    );
+    assert_eq!(health(&c, &base), Some(200));
 
     // --- removal keeps the data, purge removes it -----------------------------------
     m.ok("dpkg -r rserve-proxy");
