@@ -256,7 +256,7 @@ config_keys! {
         parse |v| range(v, 1, 24 * 365).map(|h| Duration::from_secs(h * 3600)),
         show |d| Some((d.as_secs() / 3600).to_string());
     /// Login attempts allowed per client IP per minute; more get 429.
-    login_attempts_per_minute => login_attempts_per_minute: u32 = 10, Restart,
+    login_attempts_per_minute => login_attempts_per_minute: u32 = 10, Live,
         parse |v| range(v, 1, 10_000).map(|n| n as u32), show show_display;
     /// Largest accepted upload (the multipart file itself), MiB.
     upload_max_mb => upload_max_bytes: u64 = 50 * 1024 * 1024, Restart,
@@ -444,7 +444,7 @@ config_keys! {
     /// Peers (CIDRs or addresses, comma-separated or a TOML list) whose
     /// `X-Forwarded-For/-Proto/-Host` are believed, e.g. a load balancer in front;
     /// from anyone else they are overwritten. Empty: trust no one.
-    trusted_proxies => trusted_proxies: Vec<IpNet> = Vec::new(), Restart,
+    trusted_proxies => trusted_proxies: Vec<IpNet> = Vec::new(), Live,
         parse parse_cidrs,
         show |nets| {
             Some(quote(
@@ -707,6 +707,13 @@ impl Config {
             };
         }
         out
+    }
+
+    /// The keys whose value differs between `self` and `other`, in declaration order.
+    pub fn changed_keys(&self, other: &Config) -> Vec<&'static Key> {
+        KEYS.iter()
+            .filter(|k| k.value(self) != k.value(other))
+            .collect()
     }
 
     /// History retention in the store's terms.

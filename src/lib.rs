@@ -15,6 +15,7 @@ pub mod model;
 pub mod paths;
 pub mod prometheus;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod service;

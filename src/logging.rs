@@ -1,19 +1,34 @@
 //! tracing setup: under systemd (stderr is the journal) plain lines with `<N>` syslog
 //! priority prefixes, which journald turns into PRIORITY= and strips; JSON lines when
 //! stderr is another non-terminal (files, containers); readable lines on a terminal.
-//! `RUST_LOG`, when set, is the filter; else `log_level`. pingora's `log` records are
-//! bridged in.
+//! `RUST_LOG`, when set, is the filter; else `log_level` (which a reload can swap).
+//! pingora's `log` records are bridged in.
 
 mod journald;
 mod throttle;
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
 pub use throttle::{Repeated, Throttle};
+
+/// Swaps the log filter of the installed subscriber (config reload of `log_level`).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Apply a new `log_level` to the running process. The value was checked when the
+/// config was loaded; an error here means logging was not set up by [`init`].
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    match SET_FILTER.get() {
+        Some(set) => set(filter),
+        None => Err("logging is not initialised".into()),
+    }
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,19 +62,24 @@ pub fn init(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Each format is its own builder type; install it with a reloadable filter.
     // A second init (tests calling twice) is harmless; ignore it.
-    let _ = match out {
-        Output::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        Output::Pretty => builder.compact().try_init(),
-        Output::Journald => builder
-            .with_ansi(false)
-            .event_format(journald::Journald)
-            .try_init(),
-    };
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = SET_FILTER.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }};
+    }
+    match out {
+        Output::Json => install!(builder.json().flatten_event(true).with_current_span(false)),
+        Output::Pretty => install!(builder.compact()),
+        Output::Journald => install!(builder.with_ansi(false).event_format(journald::Journald)),
+    }
 }
 
 #[cfg(test)]

@@ -127,6 +127,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let flags = config::flag_overrides(&matches);
+    let source = rserve_proxy::reload::Source {
+        file: cli.config.clone(),
+        flags: flags.clone(),
+    };
     let (config, warnings) =
         match Config::load_with_warnings(cli.config.as_deref(), std::env::vars(), &flags) {
             Ok(c) => c,
@@ -141,7 +145,7 @@ fn main() -> ExitCode {
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            server::serve_as(config, cli.upgrade).map_err(|e| e.to_string())
+            server::serve_as(config, cli.upgrade, source).map_err(|e| e.to_string())
         }
         Command::Upgrade { timeout } => rserve_proxy::upgrade::command::request(
             &config.data_dir,

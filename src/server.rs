@@ -48,15 +48,21 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// Run the server until SIGTERM/SIGINT; returns after a graceful drain.
+/// Run the server until SIGTERM/SIGINT; returns after a graceful drain. SIGHUP
+/// reloads the config from nowhere but the environment (see [`serve_as`]).
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    serve_as(config, false)
+    serve_as(config, false, crate::reload::Source::default())
 }
 
+/// [`serve`], with SIGHUP re-reading the config from `source` (reload.rs). With
 /// `upgrade`: started by a running server to take over from it (`serve --upgrade`, see
 /// `crate::upgrade`): the listening sockets come from it, the store and the control
 /// socket once it lets go of them.
-pub fn serve_as(config: Config, upgrade: bool) -> Result<(), ServeError> {
+pub fn serve_as(
+    config: Config,
+    upgrade: bool,
+    source: crate::reload::Source,
+) -> Result<(), ServeError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.display().to_string(),
@@ -128,8 +134,25 @@ pub fn serve_as(config: Config, upgrade: bool) -> Result<(), ServeError> {
     let store_handle = store.clone();
     let routes = Routes::new();
     let static_entries = publish_static_routes(&routes, &config.static_routes);
+    let trusted = Arc::new(crate::proxy::forwarded::TrustedProxies::new(
+        config.trusted_proxies.clone(),
+    ));
+    let login_limiter = Arc::new(crate::auth::rate_limit::RateLimiter::new(
+        config.login_attempts_per_minute,
+        std::time::Duration::from_secs(60),
+    ));
+    server.add_service(background_service(
+        "config reload",
+        crate::reload::Reloader::new(
+            source,
+            config.clone(),
+            trusted.clone(),
+            login_limiter.clone(),
+        ),
+    ));
     let config = Arc::new(config);
     let control_plane = ControlPlane {
+        login_limiter,
         listener: Mutex::new(Some(control)),
         stopped: control_stopped_tx,
         instance: store.instance_id()?.to_string(),
@@ -153,7 +176,8 @@ pub fn serve_as(config: Config, upgrade: bool) -> Result<(), ServeError> {
     let limits = limits(&config);
     let mut front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
         .map_err(|e| ServeError::Proxy(e.to_string()))?
-        .with_isolation(isolation(&config));
+        .with_isolation(isolation(&config))
+        .with_trusted_proxies(trusted.clone());
     let mut tls_listener = None;
     if let Some(tls) = tls {
         front = front.with_https(crate::proxy::https::HttpsPolicy::new(
@@ -491,6 +515,8 @@ struct ControlPlane {
     observe: crate::prometheus::Sources,
     /// `metrics_listen`, when set: served from here without authentication.
     metrics_listener: Mutex<Option<std::net::TcpListener>>,
+    /// Shared with the config reload (`login_attempts_per_minute`).
+    login_limiter: Arc<crate::auth::rate_limit::RateLimiter>,
 }
 
 #[async_trait]
@@ -512,6 +538,7 @@ impl BackgroundService for ControlPlane {
         let spawner: Arc<dyn Spawner> = Arc::new(docker);
         let mut state = AppState::new(self.store.clone(), spawner.clone(), self.config.clone());
         state.observe = self.observe.clone();
+        state.login_limiter = self.login_limiter.clone();
         self.observe.alerts.start(shutdown.clone());
         let open_metrics = self.metrics_listener.lock().ok().and_then(|mut l| l.take());
         if let Some(l) = open_metrics {

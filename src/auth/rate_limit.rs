@@ -2,11 +2,13 @@
 //! Login is a control-plane path, so a mutex here costs nothing that matters.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct RateLimiter {
-    limit: u32,
+    /// Changed by a config reload (`login_attempts_per_minute`).
+    limit: AtomicU32,
     window: Duration,
     hits: Mutex<HashMap<String, Vec<Instant>>>,
 }
@@ -14,10 +16,15 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(limit: u32, window: Duration) -> Self {
         RateLimiter {
-            limit,
+            limit: AtomicU32::new(limit),
             window,
             hits: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A new limit (config reload); attempts already counted stay counted.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Record an attempt by `key` at `now`. `Err(retry_after)` when over the limit
@@ -34,7 +41,7 @@ impl RateLimiter {
         }
         let entry = hits.entry(key.to_string()).or_default();
         entry.retain(|t| now.duration_since(*t) < self.window);
-        if entry.len() >= self.limit as usize {
+        if entry.len() >= self.limit.load(Ordering::Relaxed) as usize {
             let oldest = entry.first().copied().unwrap_or(now);
             return Err(self.window.saturating_sub(now.duration_since(oldest)));
         }

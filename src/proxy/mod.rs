@@ -15,6 +15,7 @@ pub mod balance;
 pub mod counters;
 pub mod drain;
 pub mod engine;
+pub mod forwarded;
 pub mod http1;
 pub mod https;
 pub mod isolation;
@@ -47,6 +48,7 @@ use app_http::{
     app_upstream_request, default_fail_to_proxy,
 };
 use balance::ActiveGuard;
+use forwarded::TrustedProxies;
 use isolation::Isolation;
 use limits::Limits;
 use routes::{AppRoute, Lookup, Routes};
@@ -71,6 +73,8 @@ pub struct FrontDoor {
     https: Option<Arc<https::HttpsPolicy>>,
     /// `admin_host` and the apps' sandbox CSP (shared with the tunnel).
     isolation: Arc<Isolation>,
+    /// `trusted_proxies` (shared with the tunnel; a reload swaps the list).
+    trusted: Arc<TrustedProxies>,
 }
 
 impl FrontDoor {
@@ -82,7 +86,14 @@ impl FrontDoor {
             limits,
             https: None,
             isolation: Arc::new(Isolation::default()),
+            trusted: Arc::new(TrustedProxies::default()),
         })
+    }
+
+    /// Believe `X-Forwarded-*` from these peers (default: from no one).
+    pub fn with_trusted_proxies(mut self, trusted: Arc<TrustedProxies>) -> Self {
+        self.trusted = trusted;
+        self
     }
 
     /// Set `admin_host` and the apps' sandbox CSP (default: no admin host, CSP on).
@@ -108,8 +119,10 @@ pub fn service(
 ) -> std::io::Result<Service<DataPlane>> {
     let https = front.https.clone();
     let isolation = front.isolation.clone();
+    let trusted = front.trusted.clone();
     let http = pingora::proxy::http_proxy(conf, front);
-    let plane = DataPlane::new(http, routes, limits, https, isolation, conf.threads)?;
+    let plane = DataPlane::new(http, routes, limits, https, isolation, conf.threads)?
+        .with_trusted_proxies(trusted);
     Ok(Service::new("rserve-proxy front door".to_string(), plane))
 }
 
@@ -168,11 +181,11 @@ pub struct Ctx {
     pub forward: Option<String>,
 }
 
-fn client_ip(session: &Session) -> Option<String> {
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
+        .map(|a| a.ip())
 }
 
 /// The host a request is for: the absolute URI's, else the `Host` header.
@@ -486,20 +499,34 @@ impl ProxyHttp for FrontDoor {
             Target::Local => {}
         }
         // Overwrite, never append: the control plane trusts these because only we can
-        // reach its socket.
+        // reach its socket. What a trusted proxy in front said counts (forwarded.rs).
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        match client_ip(session) {
-            Some(ip) => upstream.insert_header("x-forwarded-for", ip)?,
+        let headers = &session.req_header().headers;
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let claims = forwarded::Claims {
+            forwarded_for: headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect(),
+            forwarded_proto: text("x-forwarded-proto"),
+            forwarded_host: text("x-forwarded-host"),
+        };
+        let seen = self.trusted.resolve(client_ip(session), ctx.tls, &claims);
+        match seen.client {
+            Some(ip) => upstream.insert_header("x-forwarded-for", ip.to_string())?,
             None => {
                 upstream.remove_header("x-forwarded-for");
             }
         }
-        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned();
+        upstream.insert_header(
+            "x-forwarded-proto",
+            if seen.https { "https" } else { "http" },
+        )?;
+        let host = match seen.host {
+            Some(h) => http::HeaderValue::from_str(h).ok(),
+            None => headers.get(http::header::HOST).cloned(),
+        };
         match host {
             Some(h) => upstream.insert_header("x-forwarded-host", h)?,
             None => {
@@ -536,7 +563,7 @@ impl ProxyHttp for FrontDoor {
             method = %req.method,
             path = %req.uri.path(),
             status,
-            client = client_ip(session).as_deref().unwrap_or("-"),
+            client = %client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = e.map(|e| e.to_string()),
             "request"

@@ -36,6 +36,7 @@ use super::app_path::{self, PathError};
 use super::balance::{self, ActiveGuard};
 use super::drain::Drain;
 use super::engine::{Engine, Job};
+use super::forwarded::{self, TrustedProxies};
 use super::http1::{self, HeadRead};
 use super::https::HttpsPolicy;
 use super::isolation::{self, Isolation};
@@ -61,6 +62,8 @@ pub struct DataPlane {
     https: Option<Arc<HttpsPolicy>>,
     /// `admin_host`, the sandbox CSP — the same settings `FrontDoor` applies.
     isolation: Arc<Isolation>,
+    /// `trusted_proxies` — the same list `FrontDoor` uses.
+    trusted: Arc<TrustedProxies>,
     /// Caps on open client connections (total and per client address).
     admission: Arc<Admission>,
     /// TLS listeners (their address and acceptor): connections to these are plain TCP
@@ -96,6 +99,7 @@ impl DataPlane {
             limits,
             https,
             isolation,
+            trusted: Arc::new(TrustedProxies::default()),
             admission: Arc::new(Admission::new(max_total, limits.max_connections_per_ip)),
             tls: Vec::new(),
             drain: Drain::new(),
@@ -108,6 +112,12 @@ impl DataPlane {
     }
 
     /// The open-connection counts (for [`super::memory::TrimAfterBursts`]).
+    /// Share `FrontDoor`'s `trusted_proxies`.
+    pub fn with_trusted_proxies(mut self, trusted: Arc<TrustedProxies>) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
     pub fn admission(&self) -> Arc<Admission> {
         self.admission.clone()
     }
@@ -398,7 +408,12 @@ fn client_ip(stream: &Stream) -> Option<IpAddr> {
 /// Parse the client's head and build the one to forward: path normalised and without
 /// the slug, our credentials and hop-by-hop headers dropped, forwarding headers set
 /// (overwritten, never appended).
-fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
+fn prepare(
+    head: &[u8],
+    client: Option<IpAddr>,
+    tls: bool,
+    trusted: &TrustedProxies,
+) -> Option<Upgrade> {
     let mut headers = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(head).ok()?;
@@ -440,12 +455,24 @@ fn prepare(head: &[u8], client: Option<IpAddr>, tls: bool) -> Option<Upgrade> {
     }
     http1::push_header(&mut out, "upgrade", upgrade.as_bytes());
     http1::push_header(&mut out, "connection", b"upgrade");
-    if let Some(ip) = client {
+    // What a trusted proxy in front said counts (forwarded.rs).
+    let claims = forwarded::Claims {
+        forwarded_for: req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect(),
+        forwarded_proto: http1::header(req.headers, "x-forwarded-proto"),
+        forwarded_host: http1::header(req.headers, "x-forwarded-host"),
+    };
+    let seen = trusted.resolve(client, tls, &claims);
+    if let Some(ip) = seen.client {
         http1::push_header(&mut out, "x-forwarded-for", ip.to_string().as_bytes());
     }
-    let proto: &[u8] = if tls { b"https" } else { b"http" };
+    let proto: &[u8] = if seen.https { b"https" } else { b"http" };
     http1::push_header(&mut out, "x-forwarded-proto", proto);
-    if let Some(host) = http1::header(req.headers, "host") {
+    if let Some(host) = seen.host.or_else(|| http1::header(req.headers, "host")) {
         http1::push_header(&mut out, "x-forwarded-host", host.as_bytes());
     }
     http1::push_header(&mut out, "x-request-id", request_id.as_bytes());
@@ -535,7 +562,7 @@ impl DataPlane {
         let started = Instant::now();
         let client = client_ip(&down);
         let tls = down.get_ssl_digest().is_some();
-        let Some(mut up) = prepare(&buf[..head_len], client, tls) else {
+        let Some(mut up) = prepare(&buf[..head_len], client, tls, &self.trusted) else {
             return;
         };
         let early = buf.split_off(head_len);
@@ -887,7 +914,7 @@ pub fn fuzz_upstream_head(
     client: Option<IpAddr>,
     tls: bool,
 ) -> Option<Result<Vec<u8>, PathError>> {
-    prepare(head, client, tls).map(|up| match up.refused {
+    prepare(head, client, tls, &TrustedProxies::default()).map(|up| match up.refused {
         Some(e) => Err(e),
         None => Ok(up.upstream_head),
     })
@@ -961,7 +988,7 @@ mod tests {
     #[test]
     fn credentials_and_bad_paths_never_reach_the_app() {
         let head = b"GET /app/a/../ws HTTP/1.1\r\nHost: h\r\nCookie: theirs=1; rsp_session=s; __Host-rsp_session=t\r\nCookie: rsp_session=u\r\nAuthorization: Bearer rsp_abcdef\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
-        let up = prepare(head, None, false).unwrap();
+        let up = prepare(head, None, false, &TrustedProxies::default()).unwrap();
         assert!(up.refused.is_none());
         let text = String::from_utf8(up.upstream_head).unwrap();
         assert!(text.starts_with("GET /ws HTTP/1.1\r\n"), "{text}");
@@ -973,11 +1000,16 @@ mod tests {
         );
 
         let basic = b"GET /app/ws HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dTpw\r\nUpgrade: websocket\r\n\r\n";
-        let text = String::from_utf8(prepare(basic, None, false).unwrap().upstream_head).unwrap();
+        let text = String::from_utf8(
+            prepare(basic, None, false, &TrustedProxies::default())
+                .unwrap()
+                .upstream_head,
+        )
+        .unwrap();
         assert!(text.contains("Authorization: Basic dTpw\r\n"), "{text}");
 
         let bad = b"GET /app/a%2f..%2f..%2fapi HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
-        let up = prepare(bad, None, false).unwrap();
+        let up = prepare(bad, None, false, &TrustedProxies::default()).unwrap();
         assert_eq!(up.refused, Some(PathError::EncodedSlash));
     }
 
@@ -1001,7 +1033,13 @@ mod tests {
 
     #[test]
     fn upstream_head_is_rewritten() {
-        let up = prepare(HEAD, Some("192.0.2.7".parse().unwrap()), false).unwrap();
+        let up = prepare(
+            HEAD,
+            Some("192.0.2.7".parse().unwrap()),
+            false,
+            &TrustedProxies::default(),
+        )
+        .unwrap();
         let text = String::from_utf8(up.upstream_head).unwrap();
         assert!(text.starts_with("GET /ws/x?q=1 HTTP/1.1\r\n"), "{text}");
         assert_eq!(up.slug, "app");
