@@ -459,12 +459,26 @@ fn deb_installs_and_runs_under_systemd() {
     );
 
     // --- reload: SIGHUP re-reads the config in the same process ----------------------
+    m.ok("echo 'login_attempts_per_minute = 20' >> /etc/rserve-proxy/config.toml");
     m.ok(&format!("systemctl reload {UNIT}"));
-    std::thread::sleep(Duration::from_secs(2));
+    let reloading = Instant::now();
+    let applied = loop {
+        let log = m.sh(&format!(
+            "journalctl -u {UNIT} --no-pager -o cat _PID={new_pid}"
+        ));
+        if log.contains("config reloaded (1 applied") {
+            break true;
+        }
+        if reloading.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(applied, "the reload applied the change: {}", m.status());
     assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
     assert_eq!(
         m.main_pid(),
-        restarted,
+        new_pid,
         "reload keeps the process: {}",
         m.status()
     );
