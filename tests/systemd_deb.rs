@@ -491,3 +491,73 @@ fn deb_installs_and_runs_under_systemd() {
     m.ok("dpkg -P rserve-proxy");
     m.ok("test ! -e /var/lib/rserve-proxy");
 }
+
+/// The commented config the package ships: as it is, and with each block of commented
+/// examples (consecutive `# key = value` lines; blocks are alternatives, like
+/// `tls_mode = "off"` and the ACME block) switched on, every line is a key this
+/// binary accepts with a valid value.
+#[test]
+fn packaged_config_and_its_examples_load() {
+    let shipped = std::fs::read_to_string(root().join("packaging/config.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str, what: &str| {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let o = run(Command::new(support::BIN).arg("--config").arg(&path).args([
+            "--data-dir",
+            "/nonexistent",
+            "config",
+        ]));
+        assert!(o.status.success(), "{what}\n{}", text(&o));
+    };
+    check(&shipped, "the shipped config");
+    // An example: `# key = …` or `# [[table]]`.
+    let example = |line: &str| -> Option<String> {
+        let e = line.strip_prefix("# ")?;
+        let key = e.split(" = ").next()?;
+        let is_key = e.contains(" = ") && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        (is_key || e.starts_with("[[")).then(|| e.to_string())
+    };
+    let mut blocks: Vec<Vec<String>> = vec![Vec::new()];
+    for line in shipped.lines() {
+        match example(line) {
+            Some(e) => {
+                // A table starts its own block.
+                if e.starts_with("[[") && blocks.last().is_some_and(|b| !b.is_empty()) {
+                    blocks.push(Vec::new());
+                }
+                blocks.last_mut().unwrap().push(e)
+            }
+            None if blocks.last().is_some_and(|b| !b.is_empty()) => blocks.push(Vec::new()),
+            None => {}
+        }
+    }
+    blocks.retain(|b| !b.is_empty());
+    let mut examples = 0;
+    for block in &blocks {
+        examples += block.len();
+        let keys: Vec<String> = block
+            .iter()
+            .filter_map(|e| e.split(" = ").next().map(|k| format!("{k} = ")))
+            .collect();
+        // Keys the shipped file sets (listen) are replaced, not repeated.
+        let base: String = shipped
+            .lines()
+            .filter(|l| !keys.iter().any(|k| l.starts_with(k.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text_of_block = block.join("\n");
+        // A table goes last (after it, keys would belong to it).
+        let config = if block[0].starts_with("[[") {
+            format!("{base}\n{text_of_block}\n")
+        } else {
+            format!("{text_of_block}\n{base}")
+        };
+        check(&config, &text_of_block);
+    }
+    assert!(
+        examples >= 20,
+        "only {examples} examples found in {} blocks",
+        blocks.len()
+    );
+}
