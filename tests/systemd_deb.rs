@@ -284,6 +284,14 @@ fn deb_installs_and_runs_under_systemd() {
     assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
     assert_eq!(m.sh(&format!("systemctl is-enabled {UNIT}")), "enabled");
     m.ok(&format!("systemd-analyze verify {UNIT}.service"));
+    let version = m.ok("rserve-proxy --version");
+    assert!(
+        version.starts_with(&format!(
+            "rserve-proxy {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )) && version.contains(", built 20"),
+        "--version names the commit and build date: {version}"
+    );
 
     let body: serde_json::Value = c
         .get(format!("{base}/api/health"))
