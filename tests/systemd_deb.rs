@@ -25,6 +25,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const IMAGE: &str = "rsp-systemd-test:bookworm";
 const UNIT: &str = "rserve-proxy";
+/// Tells the containers of one test run apart.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,7 +77,16 @@ struct Machine {
 
 impl Machine {
     fn start(debs: &Path) -> Machine {
-        let name = format!("rsp-systemd-test-{}", std::process::id());
+        Self::start_with(debs, &[])
+    }
+
+    /// `extra`: more `docker run` arguments (mounts).
+    fn start_with(debs: &Path, extra: &[String]) -> Machine {
+        let name = format!(
+            "rsp-systemd-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let _ = run(Command::new("docker").args(["rm", "-f", &name]));
         let o = run(Command::new("docker")
             .args(["run", "-d", "--name", &name])
@@ -90,6 +101,7 @@ impl Machine {
             .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
             .arg("-v")
             .arg(format!("{}:/debs:ro", debs.display()))
+            .args(extra)
             .args([IMAGE, "/lib/systemd/systemd"]));
         assert!(o.status.success(), "docker run: {}", text(&o));
         let m = Machine { name };
@@ -230,26 +242,33 @@ async fn ws_echo(ws: &mut Ws, text: &str) -> Result<(), String> {
     }
 }
 
-#[test]
-fn deb_installs_and_runs_under_systemd() {
+/// Docker, cargo-deb and the image are there (else fail in CI, skip elsewhere).
+fn prerequisites() -> bool {
     if Command::new("docker")
         .arg("info")
         .output()
         .map_or(true, |o| !o.status.success())
         && missing("the Docker daemon is not reachable")
     {
-        return;
+        return false;
     }
     if !root().join("target/tools/bin/cargo-deb").exists()
         && missing("cargo-deb is not in target/tools (scripts/install-test-deps.sh installs it)")
     {
-        return;
+        return false;
     }
     let image = run(Command::new("bash").arg(root().join("packaging/build-systemd-test-image.sh")));
     if !image.status.success() && missing(&format!("cannot build {IMAGE}: {}", text(&image))) {
+        return false;
+    }
+    true
+}
+
+#[test]
+fn deb_installs_and_runs_under_systemd() {
+    if !prerequisites() {
         return;
     }
-
     let debs = tempfile::tempdir().unwrap();
     let v1 = build_deb(debs.path(), "0.1.0-1");
     let v2 = build_deb(debs.path(), "0.1.0-2");
@@ -568,4 +587,88 @@ fn packaged_config_and_its_examples_load() {
         "only {examples} examples found in {} blocks",
         blocks.len()
     );
+}
+
+/// packaging/install.sh on a systemd machine without the .deb: checks, files, user,
+/// base image check, start, where the password is; run again it upgrades in place and
+/// keeps the config.
+#[test]
+fn install_sh_installs_and_upgrades() {
+    if !prerequisites() {
+        return;
+    }
+    // The stripped binary, as packaged (the debug build itself is 300 MB).
+    let debs = tempfile::tempdir().unwrap();
+    let deb = build_deb(debs.path(), "0.1.0-1");
+    let unpacked = debs.path().join("root");
+    let o = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
+    assert!(o.status.success(), "dpkg-deb -x: {}", text(&o));
+    let m = Machine::start_with(
+        debs.path(),
+        &[
+            "-v".into(),
+            format!("{}:/src:ro", root().display()),
+            "-v".into(),
+            format!("{}:/opt/rsp:ro", unpacked.join("usr/bin").display()),
+            // A Docker CLI (the host's static one) for the base-image check.
+            "-v".into(),
+            format!("{}:/usr/bin/docker:ro", which("docker").display()),
+        ],
+    );
+    m.ok("groupadd --system -g \"$(stat -c %g /var/run/docker.sock)\" docker");
+    let ip: IpAddr = m.inspect("{{.NetworkSettings.IPAddress}}").parse().unwrap();
+    let base = format!("http://{}", SocketAddr::new(ip, 80));
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let out = m.ok("bash /src/packaging/install.sh --binary /opt/rsp/rserve-proxy 2>&1");
+    assert!(
+        out.contains("/var/lib/rserve-proxy/initial-admin-password"),
+        "says where the password is: {out}"
+    );
+    assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
+    assert_eq!(m.sh(&format!("systemctl is-enabled {UNIT}")), "enabled");
+    wait_healthy(&c, &base, &m);
+    assert_eq!(
+        m.ok("stat -c '%U:%G %a' /etc/rserve-proxy/config.toml /var/lib/rserve-proxy"),
+        "root:rserve-proxy 640\nrserve-proxy:rserve-proxy 750"
+    );
+    let pid = m.main_pid();
+
+    // Again: the binary is replaced, the config kept, the server handed over.
+    m.ok("echo '# local change' >> /etc/rserve-proxy/config.toml");
+    let again = m.ok("bash /src/packaging/install.sh --binary /opt/rsp/rserve-proxy 2>&1");
+    assert!(
+        again.contains("keeping /etc/rserve-proxy/config.toml"),
+        "{again}"
+    );
+    assert!(m
+        .ok("cat /etc/rserve-proxy/config.toml")
+        .contains("# local change"));
+    assert_eq!(m.sh(&format!("systemctl is-active {UNIT}")), "active");
+    assert_ne!(m.main_pid(), pid, "the new binary serves: {again}");
+    wait_healthy(&c, &base, &m);
+
+    // Without Docker answering it refuses, and says what to do.
+    let refused = m.exec(
+        "DOCKER_HOST=unix:///nonexistent bash /src/packaging/install.sh --binary /opt/rsp/rserve-proxy",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("Docker daemon does not answer"),
+        "{}",
+        text(&refused)
+    );
+}
+
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} not on PATH"))
 }
