@@ -39,7 +39,8 @@ impl ConfigError {
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    /// JSON when stderr is not a terminal, human-readable otherwise.
+    /// Under systemd (stderr is the journal): plain lines with `<N>` priorities; JSON
+    /// when stderr is another non-terminal; human-readable on a terminal.
     Auto,
     Json,
     Pretty,
@@ -230,6 +231,7 @@ config_keys! {
     threads => threads: usize = 2, Restart,
         parse |v| range(v, 1, 256).map(|n| n as usize), show show_display;
     /// Log filter, like `info` or `rserve_proxy=debug,pingora=warn` (`RUST_LOG` syntax).
+    /// `RUST_LOG`, when set, is used instead.
     log_level => log_level: String = "info".to_string(), Live,
         parse |v| {
             tracing_subscriber::EnvFilter::try_new(v)
@@ -237,7 +239,10 @@ config_keys! {
             Ok(v.to_string())
         },
         show |s| show_str(s);
-    /// `auto` (JSON when stderr is not a terminal), `json` or `pretty`.
+    /// `auto`, `json` or `pretty`. `auto`: under systemd (stderr is the journal, as
+    /// `JOURNAL_STREAM` says) plain lines with `<N>` syslog priority prefixes, which
+    /// journald stores as `PRIORITY=`; JSON when stderr is another non-terminal;
+    /// human-readable on a terminal.
     log_format => log_format: LogFormat = LogFormat::Auto, Restart,
         parse |v| match v {
             "auto" => Ok(LogFormat::Auto),

@@ -25,4 +25,5 @@ pub mod store;
 pub mod systemd;
 pub mod tls;
 pub mod ui;
+pub mod upgrade;
 pub mod upload;

@@ -36,6 +36,10 @@ struct Cli {
     config: Option<PathBuf>,
     // Every setting also has a flag (`--listen`, `--data-dir`, …), added from the
     // config declarations: see `config::flag_args`.
+    /// Take over from the server running on this data dir (set by that server when it
+    /// starts its successor; see `rserve-proxy upgrade`).
+    #[arg(long, global = true, hide = true)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,6 +85,14 @@ enum Command {
     /// Build images rserve-proxy needs.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Hand the running server over to the binary now installed at its path, without
+    /// dropping open connections (after replacing the binary, e.g. in a package's
+    /// postinst). Waits until the new process serves.
+    Upgrade {
+        /// Seconds to wait for the new process to serve.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,8 +166,13 @@ fn main() -> ExitCode {
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            server::serve_with_reload(config, source).map_err(|e| e.to_string())
+            server::serve_as(config, cli.upgrade, source).map_err(|e| e.to_string())
         }
+        Command::Upgrade { timeout } => rserve_proxy::upgrade::command::request(
+            &config.data_dir,
+            std::time::Duration::from_secs(timeout),
+        )
+        .map(|line| println!("{line}")),
         Command::Config { .. } => {
             for w in &warnings {
                 eprintln!("rserve-proxy: warning: {w}");

@@ -18,6 +18,7 @@ use crate::service::AppState;
 use crate::spawner::docker::DockerSpawner;
 use crate::spawner::Spawner;
 use crate::store::{Store, StoreError};
+use crate::upgrade::services::{Listening, UntilHandOver};
 use crate::{api, bootstrap, runtime};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,42 +49,65 @@ pub enum ServeError {
 }
 
 /// Run the server until SIGTERM/SIGINT; returns after a graceful drain. SIGHUP
-/// reloads the config from nowhere but the environment (see [`serve_with_reload`]).
+/// reloads the config from nowhere but the environment (see [`serve_as`]).
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    serve_with_reload(config, crate::reload::Source::default())
+    serve_as(config, false, crate::reload::Source::default())
 }
 
-/// [`serve`], with SIGHUP re-reading the config from `source` (reload.rs).
-pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Result<(), ServeError> {
+/// [`serve`], with SIGHUP re-reading the config from `source` (reload.rs). With
+/// `upgrade`: started by a running server to take over from it (`serve --upgrade`, see
+/// `crate::upgrade`): the listening sockets come from it, the store and the control
+/// socket once it lets go of them.
+pub fn serve_as(
+    config: Config,
+    upgrade: bool,
+    source: crate::reload::Source,
+) -> Result<(), ServeError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
-    // Opening the store first also takes its lock: a second server on the same data
-    // dir stops here, before touching the socket of the first.
-    let store = Store::open(&config.state_file())?;
-    bootstrap::ensure_admin(&store, &data_dir, config.admin_password.as_deref())?;
+    // How this process was started, for its successor (before a package replaces it).
+    let relaunch = crate::upgrade::Relaunch::of_this_process().ok();
 
-    // Fail with a clear message if the port is taken (pingora would only log it).
-    drop(
-        std::net::TcpListener::bind(config.listen).map_err(|source| ServeError::Listen {
-            addr: config.listen.to_string(),
-            source,
-        })?,
-    );
-    if config.tls_mode != crate::config::TlsMode::Off {
-        drop(
-            std::net::TcpListener::bind(config.tls_listen).map_err(|source| {
-                ServeError::Listen {
-                    addr: config.tls_listen.to_string(),
+    let mut server = pingora_server(&config, upgrade);
+    let (store, control) = if upgrade {
+        // The old process sends the listening sockets over the upgrade socket (pingora's
+        // bootstrap waits for them; it exits with status 1 when none come).
+        server.bootstrap();
+        let control =
+            crate::upgrade::take_control_socket(&config.control_socket()).map_err(|source| {
+                ServeError::ControlSocket {
+                    path: config.control_socket().display().to_string(),
                     source,
                 }
-            })?,
-        );
-    }
+            })?;
+        let store = crate::upgrade::open_store_when_free(
+            &config.state_file(),
+            std::time::Duration::from_secs(60),
+        )?;
+        (store, Some(control))
+    } else {
+        // Opening the store first also takes its lock: a second server on the same data
+        // dir stops here, before touching the socket of the first.
+        let store = Store::open(&config.state_file())?;
+        // Fail with a clear message if the port is taken (pingora would only log it).
+        check_free(config.listen)?;
+        if config.tls_mode != crate::config::TlsMode::Off {
+            check_free(config.tls_listen)?;
+        }
+        server.bootstrap();
+        (store, None)
+    };
+    bootstrap::ensure_admin(&store, &data_dir, config.admin_password.as_deref())?;
+
     let started = std::time::SystemTime::now();
     let metrics_listener = match config.metrics_listen {
+        // The old process closes its own once it has let go of the store.
+        Some(addr) if upgrade => Some(retry_for(std::time::Duration::from_secs(10), || {
+            bind_metrics_listener(addr)
+        })?),
         Some(addr) => Some(bind_metrics_listener(addr)?),
         None => None,
     };
@@ -94,8 +118,12 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
     if let Some(crate::tls::Keeper::Acme(m)) = tls.as_mut().map(|t| &mut t.keeper) {
         m.set_alerts(alerts.clone());
     }
-    let control = bind_control_socket(&config)?;
-    // `backup` and `admin …` reach the running server here (ops/socket.rs).
+    let control = match control {
+        Some(c) => c,
+        None => bind_control_socket(&config)?,
+    };
+    // `backup` and `admin …` reach the running server here (ops/socket.rs); after an
+    // upgrade, the new process binds it afresh at the same path.
     let admin =
         crate::ops::socket::bind(&data_dir).map_err(|source| ServeError::ControlSocket {
             path: crate::ops::socket::path(&data_dir).display().to_string(),
@@ -103,29 +131,14 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
         })?;
     raise_nofile_limit();
 
-    let mut conf = ServerConf {
-        threads: config.threads,
-        // Per instance, not pingora's shared /tmp defaults: tests run several servers.
-        pid_file: data_dir
-            .join("rserve-proxy.pid")
-            .to_string_lossy()
-            .into_owned(),
-        upgrade_sock: data_dir.join("upgrade.sock").to_string_lossy().into_owned(),
-        grace_period_seconds: Some(config.shutdown_grace.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(5),
-        // pingora's "fast" timer keeps a thread waking 100 times a second for ever once
-        // any connection has used it (every accepted connection does, for its 60 s
-        // handshake timeout). Those wake-ups land between the hops of proxied messages
-        // and show in the tail latency; tokio's timers cost nothing while nothing is due.
-        fast_timeout_to_tokio_threshold_seconds: Some(0),
-        ..ServerConf::default()
-    };
-    conf.daemon = false;
-    let mut server =
-        Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
-    server.bootstrap();
+    // The hand-over's signals (see `crate::upgrade`): stop what uses the store, stop
+    // accepting; and the control plane reporting that it has stopped.
+    let hand_over = tokio::sync::watch::channel(false).0;
+    let stop_accepting = tokio::sync::watch::channel(false).0;
+    let (control_stopped_tx, control_stopped) = tokio::sync::watch::channel(false);
 
     // The runtime publishes app routes here (see proxy::routes::Routes).
+    let store_handle = store.clone();
     let routes = Routes::new();
     let static_entries = publish_static_routes(&routes, &config.static_routes);
     let trusted = Arc::new(crate::proxy::forwarded::TrustedProxies::new(
@@ -149,8 +162,9 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
         login_limiter,
         listener: Mutex::new(Some(control)),
         admin_listener: Mutex::new(Some(admin)),
+        stopped: control_stopped_tx,
         instance: store.instance_id()?.to_string(),
-        store,
+        store: store.clone(),
         config: config.clone(),
         routes: routes.clone(),
         static_entries,
@@ -162,7 +176,10 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
         },
         metrics_listener: Mutex::new(metrics_listener),
     };
-    server.add_service(background_service("control plane", control_plane));
+    server.add_service(background_service(
+        "control plane",
+        UntilHandOver::new(control_plane, hand_over.subscribe()),
+    ));
 
     let limits = limits(&config);
     let mut front = FrontDoor::new(&config.control_socket(), routes.clone(), limits)
@@ -176,13 +193,15 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
             config.tls_listen.port(),
             config.hsts_max_age_secs,
         ));
+        let tls_keeper_name = tls.keeper.name();
         // HTTP/1.1 only (no h2 in ALPN), like the plain listener: the data plane's
         // WebSocket handling is HTTP/1.1.
         let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
             .map_err(|e| ServeError::Proxy(e.to_string()))?;
         settings.set_cert_resolver(tls.resolver.clone());
         tls_listener = Some(settings);
-        server.add_service(background_service(tls.keeper.name(), tls.keeper));
+        let keeper = UntilHandOver::new(tls.keeper, hand_over.subscribe());
+        server.add_service(background_service(tls_keeper_name, keeper));
     }
     let mut proxy = crate::proxy::service(&server.configuration, front, routes, limits)
         .map_err(|e| ServeError::Proxy(format!("cannot start the relay threads: {e}")))?;
@@ -190,13 +209,36 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
     if let Some(settings) = tls_listener {
         crate::proxy::add_tls_listener(&mut proxy, config.tls_listen, settings);
     }
-    if let Some(plane) = proxy.app_logic() {
-        let trim = crate::proxy::memory::TrimAfterBursts {
-            admission: plane.admission(),
-        };
-        server.add_service(background_service("memory trim", trim));
-    }
-    server.add_service(proxy);
+    let Some(plane) = proxy.app_logic() else {
+        return Err(ServeError::Proxy("the data plane is missing".into()));
+    };
+    let (admission, drain) = (plane.admission(), plane.drain());
+    let trim = crate::proxy::memory::TrimAfterBursts {
+        admission: admission.clone(),
+    };
+    server.add_service(background_service("memory trim", trim));
+    let listen_fds = Arc::new(Mutex::new(None));
+    server.add_service(Listening::new(
+        proxy,
+        stop_accepting.subscribe(),
+        listen_fds.clone(),
+    ));
+    let upgrader = relaunch.map(|relaunch| {
+        Arc::new(crate::upgrade::Upgrader {
+            relaunch,
+            data_dir: data_dir.clone(),
+            control_socket: config.control_socket(),
+            fds: listen_fds,
+            stop_accepting,
+            hand_over,
+            control_stopped,
+            store: store_handle,
+            drain,
+            admission,
+            drain_limit: crate::upgrade::DRAIN_LIMIT,
+            busy: std::sync::atomic::AtomicBool::new(false),
+        })
+    });
     // Under systemd: READY=1 once the listener and control plane answer, then the
     // watchdog (src/systemd.rs). Does nothing elsewhere.
     server.add_service(background_service(
@@ -213,15 +255,85 @@ pub fn serve_with_reload(config: Config, source: crate::reload::Source) -> Resul
         tls = config.tls_mode.as_str(),
         tls_listen = %config.tls_listen,
         data_dir = %config.data_dir.display(),
+        upgrade,
         "rserve-proxy serving"
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(TerminateGracefully),
+        shutdown_signal: Box::new(Signals {
+            upgrader,
+            data_dir: data_dir.clone(),
+            upgraded: upgrade,
+        }),
     });
+    if crate::upgrade::handed_over() {
+        // The control socket and the pid file are the new process's now.
+        tracing::info!("rserve-proxy stopped after handing over");
+        return Ok(());
+    }
     let _ = std::fs::remove_file(config.control_socket());
     let _ = std::fs::remove_file(crate::ops::socket::path(&config.data_dir));
+    crate::upgrade::forget_pid_file(&data_dir);
     tracing::info!("rserve-proxy stopped");
     Ok(())
+}
+
+/// The pingora server: our own `ServerConf`; with `upgrade`, its bootstrap receives
+/// the listening sockets of the running server.
+fn pingora_server(config: &Config, upgrade: bool) -> Server {
+    let data_dir = &config.data_dir;
+    let mut conf = ServerConf {
+        threads: config.threads,
+        // Per instance, not pingora's shared /tmp defaults: tests run several servers.
+        // (pingora writes its pid file only when daemonizing; ours: `crate::upgrade`.)
+        pid_file: crate::upgrade::pid_file(data_dir)
+            .to_string_lossy()
+            .into_owned(),
+        upgrade_sock: crate::upgrade::upgrade_sock(data_dir)
+            .to_string_lossy()
+            .into_owned(),
+        // The old process sends the sockets within seconds of seeing the upgrade socket.
+        upgrade_sock_connect_accept_max_retries: Some(30),
+        grace_period_seconds: Some(config.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        // pingora's "fast" timer keeps a thread waking 100 times a second for ever once
+        // any connection has used it (every accepted connection does, for its 60 s
+        // handshake timeout). Those wake-ups land between the hops of proxied messages
+        // and show in the tail latency; tokio's timers cost nothing while nothing is due.
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
+        ..ServerConf::default()
+    };
+    conf.daemon = false;
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    Server::new_with_opt_and_conf(Some(opt), conf)
+}
+
+/// Fail with a clear message if `addr` is taken (pingora would only log it).
+fn check_free(addr: std::net::SocketAddr) -> Result<(), ServeError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| ServeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// `f` until it succeeds or `limit` passes (the last error then).
+fn retry_for<T, E>(
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match f() {
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `static_routes` from the config: each slug a running app (not in the store, not in
@@ -335,29 +447,63 @@ fn bind_control_socket(config: &Config) -> Result<StdUnixListener, ServeError> {
 }
 
 /// SIGTERM and SIGINT both drain gracefully (pingora's default makes SIGINT abrupt).
-struct TerminateGracefully;
+/// SIGUSR2 hands over to the binary at this process's path (`crate::upgrade`).
+struct Signals {
+    upgrader: Option<Arc<crate::upgrade::Upgrader>>,
+    data_dir: std::path::PathBuf,
+    /// Started by `serve --upgrade`.
+    upgraded: bool,
+}
+
+/// A SIGTERM/SIGINT shutdown: tell systemd (STOPPING=1), then drain. Not used by a
+/// process that has handed over to its successor: that one is the service now.
+fn stopping() -> ShutdownSignal {
+    crate::systemd::stopping();
+    ShutdownSignal::GracefulTerminate
+}
 
 #[async_trait]
-impl ShutdownSignalWatch for TerminateGracefully {
+impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
+        let (mut term, mut int, mut usr2) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined2()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
+            (Ok(t), Ok(i), Ok(u)) => (t, i, u),
             _ => {
                 tracing::error!("cannot install signal handlers; use SIGKILL to stop");
-                std::future::pending::<()>().await;
+                return std::future::pending().await;
+            }
+        };
+        // Serving, and SIGUSR2 no longer kills: name this process in the pid file.
+        crate::upgrade::announce(&self.data_dir, self.upgraded);
+        loop {
+            tokio::select! {
+                _ = term.recv() => return stopping(),
+                _ = int.recv() => return stopping(),
+                _ = usr2.recv() => {}
+            }
+            let Some(upgrader) = &self.upgrader else {
+                tracing::error!("upgrade requested, but this process cannot find its own binary; restart the service instead");
+                continue;
+            };
+            tracing::info!("upgrade requested (SIGUSR2)");
+            match upgrader.hand_over().await {
+                Ok(new_pid) => {
+                    let interrupt = async {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                    };
+                    upgrader.drain(new_pid, interrupt).await;
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                Err(e) => tracing::error!(error = %e, "upgrade failed"),
             }
         }
-        crate::systemd::stopping();
-        ShutdownSignal::GracefulTerminate
     }
 }
 
@@ -366,6 +512,8 @@ struct ControlPlane {
     listener: Mutex<Option<StdUnixListener>>,
     /// `<data>/admin.sock`: backup and user administration for the local operator.
     admin_listener: Mutex<Option<StdUnixListener>>,
+    /// Set once it has stopped serving (the hand-over then closes the store).
+    stopped: tokio::sync::watch::Sender<bool>,
     /// Labels this data dir's containers (see `Store::instance_id`).
     instance: String,
     /// The proxy's route table, which the runtime keeps in step with the apps.
@@ -452,6 +600,7 @@ impl BackgroundService for ControlPlane {
         if let Err(e) = result {
             tracing::error!(error = %e, "control plane stopped with an error");
         }
+        self.stopped.send_replace(true);
     }
 }
 

@@ -13,6 +13,7 @@ mod app_http;
 pub mod app_path;
 pub mod balance;
 pub mod counters;
+pub mod drain;
 pub mod engine;
 pub mod forwarded;
 pub mod http1;
@@ -392,8 +393,14 @@ impl ProxyHttp for FrontDoor {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Ctx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
+        if ctx.target == Target::ControlPlane {
+            // The control socket is briefly missing while a new process takes it over
+            // (binary upgrade): try again (pingora bounds the retries).
+            e.set_retry(true);
+            return e;
+        }
         app_connect_failed(ctx, e)
     }
 

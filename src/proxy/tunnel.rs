@@ -34,6 +34,7 @@ use tokio::time::timeout;
 use super::admission::{Admission, Refused};
 use super::app_path::{self, PathError};
 use super::balance::{self, ActiveGuard};
+use super::drain::Drain;
 use super::engine::{Engine, Job};
 use super::forwarded::{self, TrustedProxies};
 use super::http1::{self, HeadRead};
@@ -68,6 +69,8 @@ pub struct DataPlane {
     /// TLS listeners (their address and acceptor): connections to these are plain TCP
     /// to pingora, and the handshake is ours ([`DataPlane::tls_handshake`]).
     tls: Vec<(SocketAddr, Arc<Acceptor>)>,
+    /// When open connections end (at shutdown, or later when handing over).
+    drain: Arc<Drain>,
 }
 
 impl DataPlane {
@@ -99,7 +102,13 @@ impl DataPlane {
             trusted: Arc::new(TrustedProxies::default()),
             admission: Arc::new(Admission::new(max_total, limits.max_connections_per_ip)),
             tls: Vec::new(),
+            drain: Drain::new(),
         })
+    }
+
+    /// When open connections end (see [`Drain`]).
+    pub fn drain(&self) -> Arc<Drain> {
+        self.drain.clone()
     }
 
     /// The open-connection counts (for [`super::memory::TrimAfterBursts`]).
@@ -127,6 +136,7 @@ impl ServerApp for DataPlane {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.drain.follow(shutdown);
         // The first thing done with a connection: at a cap it is closed here, before a
         // TLS handshake or a buffer (see `admission`).
         let client = client_ip(&stream);
@@ -167,14 +177,18 @@ impl DataPlane {
         loop {
             let mut buf = BytesMut::with_capacity(1024);
             let mut watch = shutdown.clone();
+            // An idle keep-alive connection ends when the listeners stop, also when
+            // handing over (like nginx on reload); one in the middle of a request
+            // head ends when open connections close.
             let read = tokio::select! {
                 r = self.read_head(&mut stream, &mut buf, first) => r,
-                _ = watch.wait_for(|stop| *stop) => return None,
+                _ = watch.wait_for(|stop| *stop), if buf.is_empty() && !first => return None,
+                _ = self.drain.closed() => return None,
             };
             first = false;
             match read {
                 Some((HeadRead::Complete(n), true)) => {
-                    Box::pin(self.websocket(stream, buf, n, shutdown)).await;
+                    Box::pin(self.websocket(stream, buf, n)).await;
                     return None;
                 }
                 // A client that went away in the middle of a head: nothing to answer.
@@ -544,13 +558,7 @@ impl Drop for Slot<'_> {
 }
 
 impl DataPlane {
-    async fn websocket(
-        &self,
-        mut down: Stream,
-        mut buf: BytesMut,
-        head_len: usize,
-        shutdown: &ShutdownWatch,
-    ) {
+    async fn websocket(&self, mut down: Stream, mut buf: BytesMut, head_len: usize) {
         let started = Instant::now();
         let client = client_ip(&down);
         let tls = down.get_ssl_digest().is_some();
@@ -714,14 +722,15 @@ impl DataPlane {
                         s2c,
                         counters: app.counters.clone(),
                     };
-                    self.relay_on_engine(job, shutdown).await
+                    self.relay_on_engine(job).await
                 }
                 Err(_) => relay::Ending::WriteFailed,
             },
             // TLS (or bytes put back in front): the async relay on this task.
             Err(mut down) => {
                 let idle = self.limits.idle_timeout;
-                relay::run(&mut down, &mut upstream, c2s, s2c, counters, idle, shutdown).await
+                let closing = self.drain.closing();
+                relay::run(&mut down, &mut upstream, c2s, s2c, counters, idle, &closing).await
             }
         };
         drop(slot);
@@ -730,16 +739,14 @@ impl DataPlane {
 }
 
 impl DataPlane {
-    /// Wait for the engine to end the tunnel; on server shutdown, have it say goodbye.
-    async fn relay_on_engine(&self, job: Job, shutdown: &ShutdownWatch) -> relay::Ending {
+    /// Wait for the engine to end the tunnel; when open connections close (server
+    /// shutdown, end of a hand-over), have it say goodbye.
+    async fn relay_on_engine(&self, job: Job) -> relay::Ending {
         let relay = self.engine.relay(job);
         tokio::pin!(relay);
-        let mut watch = shutdown.clone();
-        // `false`: the server went away without a shutdown broadcast; just wait.
-        let stopping = async move { watch.wait_for(|stop| *stop).await.is_ok() };
         tokio::select! {
             ending = &mut relay => ending,
-            true = stopping => {
+            () = self.drain.closed() => {
                 self.engine.shutdown();
                 relay.await
             }

@@ -150,6 +150,9 @@ impl From<StoreError> for ServiceError {
                 "This user still owns {n} app(s); delete them first"
             )),
             StoreError::NotFound => ServiceError::NotFound("Not found".into()),
+            // A request that reached a process in the middle of handing over (binary
+            // upgrade): the new process answers the retry.
+            StoreError::Closed => ServiceError::Unavailable(StoreError::Closed.to_string()),
             other => ServiceError::Internal(format!("storage error: {other}")),
         }
     }

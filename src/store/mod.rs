@@ -32,7 +32,7 @@ mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -72,6 +72,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("state database error: {0}")]
     Db(String),
+    /// This process handed the data dir to a new one (binary upgrade).
+    #[error("the store is closed: this process has handed over to a newer rserve-proxy; retry the request")]
+    Closed,
 }
 
 impl StoreError {
@@ -129,7 +132,9 @@ from_redb!(
 /// Handle to the state database. Cheap to clone; all clones share one file handle.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// `None` once [`Store::close`] ran. The lock is uncontended except against
+    /// `close`; it makes "closed" mean closed for every clone at once.
+    db: Arc<RwLock<Option<Database>>>,
     path: Arc<PathBuf>,
 }
 
@@ -174,9 +179,34 @@ impl Store {
         }
         migrate::prepare(&db).map_err(|e| e.context(&format!("open {}", path.display())))?;
         Ok(Store {
-            db: Arc::new(db),
+            db: Arc::new(RwLock::new(Some(db))),
             path: Arc::new(path.to_path_buf()),
         })
+    }
+
+    /// Close the database for every clone of this handle: waits for transactions in
+    /// progress, then releases the file (and its lock), so another process can open
+    /// it. Later calls fail with [`StoreError::Closed`]. Used when a new process takes
+    /// over (see `crate::upgrade`). Idempotent.
+    pub fn close(&self) {
+        let db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(db);
+    }
+
+    /// Runs `f` with the open database, or fails with `Closed`.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let guard = self
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Closed),
+        }
     }
 
     /// This data dir's identity, made on first use. The spawner labels what it creates
@@ -213,8 +243,10 @@ impl Store {
     /// Runs `f` in a read transaction (a consistent snapshot).
     fn read<T>(&self, op: &str, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         let run = || -> Result<T> {
-            let txn = self.db.begin_read()?;
-            f(&txn)
+            self.with_db(|db| {
+                let txn = db.begin_read()?;
+                f(&txn)
+            })
         };
         run().map_err(|e| e.context(op))
     }
@@ -223,10 +255,12 @@ impl Store {
     /// transaction is dropped, which rolls back everything `f` did.
     fn write<T>(&self, op: &str, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
         let run = || -> Result<T> {
-            let txn = self.db.begin_write()?;
-            let value = f(&txn)?;
-            txn.commit()?;
-            Ok(value)
+            self.with_db(|db| {
+                let txn = db.begin_write()?;
+                let value = f(&txn)?;
+                txn.commit()?;
+                Ok(value)
+            })
         };
         run().map_err(|e| e.context(op))
     }
