@@ -1,6 +1,14 @@
 //! One typed configuration, assembled from four layers (later wins):
 //! built-in defaults → TOML file (`--config`) → `RSP_*` environment → command-line flags.
 //!
+//! Every key is declared once, in the `config_keys!` table below: its doc line, field,
+//! type, default, whether a reload applies it, its parser and how it prints. From that
+//! one declaration come the `Config` struct, its defaults, the TOML file's serde struct
+//! (unknown keys refused), the `RSP_<KEY>` variables, the `--<key>` flags,
+//! `rserve-proxy config` (secrets redacted) and docs/configuration.md
+//! (`rserve-proxy config --docs`). Secret keys also take `<key>_file`: the value is read
+//! from that file (systemd `LoadCredential=`, Docker secrets).
+//!
 //! Every layer goes through the same per-key parser, so an invalid value names its key
 //! and the reason the same way wherever it came from.
 
@@ -8,6 +16,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 /// An invalid setting. Shown to the operator as one line; the process exits with 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +43,16 @@ pub enum LogFormat {
     Auto,
     Json,
     Pretty,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        }
+    }
 }
 
 /// Whether and how the server speaks TLS.
@@ -62,97 +82,376 @@ pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/
 /// certificates, generous rate limits — for trying a setup out.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+/// When a changed key takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Applied by a reload (SIGHUP, `systemctl reload`).
+    Live,
+    /// Read at start only; a reload that changes it logs "needs a restart".
+    Restart,
+}
+
+/// One configuration key, as declared in `config_keys!`.
+pub struct Key {
+    /// The TOML name; `RSP_<NAME>` in the environment, `--<name-with-dashes>` as a flag.
+    pub name: &'static str,
+    /// For secrets: the `<name>_file` key that reads the value from a file. Secret keys
+    /// are redacted when printed and have no flag of their own (only the `_file` one),
+    /// so the secret never shows on a command line.
+    pub file_key: Option<&'static str>,
+    pub reload: Reload,
+    /// What it means (Markdown, one paragraph).
+    pub doc: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+    get: fn(&Config) -> Option<String>,
+}
+
+impl Key {
+    pub fn is_secret(&self) -> bool {
+        self.file_key.is_some()
+    }
+
+    /// `RSP_` + the name in upper case.
+    pub fn env_var(&self) -> String {
+        env_name(self.name)
+    }
+
+    /// `--` + the name with dashes (none for secrets: see `file_key`).
+    pub fn flag(&self) -> Option<String> {
+        (!self.is_secret()).then(|| flag_name(self.name))
+    }
+
+    /// The value as a TOML literal, `None` when unset (not redacted).
+    pub fn value(&self, config: &Config) -> Option<String> {
+        (self.get)(config)
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("RSP_{}", key.to_ascii_uppercase())
+}
+
+fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+/// `None`, or `Some("<file key>")` when the declaration names one.
+macro_rules! file_key {
+    () => {
+        None
+    };
+    ($file:ident) => {
+        Some(stringify!($file))
+    };
+}
+
+/// The one declaration of every key. Each entry:
+///
+/// ```text
+/// /// Doc (what it means; becomes docs/configuration.md).
+/// key_name [(key_name_file) if secret] => field: Type = default, Live|Restart,
+///     parse |value: &str| -> Result<Type, String>, show |&Type| -> Option<TOML literal>;
+/// ```
+///
+/// Keys print (and document) in declaration order.
+macro_rules! config_keys {
+    ($(
+        $(#[doc = $doc:literal])+
+        $key:ident $(($file:ident))? => $field:ident: $ty:ty = $default:expr, $reload:ident,
+            parse $parse:expr, show $show:expr;
+    )*) => {
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        /// The TOML file's shape: every key (and `_file` variant) optional, anything
+        /// else refused. Values stay TOML values here and go through the key's parser
+        /// like the other layers.
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileLayer {
+            $(
+                #[serde(default)]
+                $key: Option<toml::Value>,
+                $( #[serde(default)] $file: Option<toml::Value>, )?
+            )*
+        }
+
+        impl FileLayer {
+            /// `(value, value of its _file variant)` of each key, in `KEYS` order.
+            fn into_entries(self) -> Vec<(Option<toml::Value>, Option<toml::Value>)> {
+                vec![$( (
+                    self.$key,
+                    None::<toml::Value> $( .or(self.$file) )?,
+                ), )*]
+            }
+        }
+
+        /// Every key, in the order `rserve-proxy config` prints them.
+        pub static KEYS: &[Key] = &[$(
+            Key {
+                name: stringify!($key),
+                file_key: file_key!($($file)?),
+                reload: Reload::$reload,
+                doc: concat!($($doc, "\n"),+),
+                set: |config, value| {
+                    let parse: fn(&str) -> Result<$ty, String> = $parse;
+                    config.$field = parse(value)?;
+                    Ok(())
+                },
+                get: |config| {
+                    let show: fn(&$ty) -> Option<String> = $show;
+                    show(&config.$field)
+                },
+            },
+        )*];
+    };
+}
+
+config_keys! {
     /// Where `state.redb`, uploads and the control-plane socket live.
-    pub data_dir: PathBuf,
-    /// The public listener (pingora).
-    pub listen: SocketAddr,
-    /// Docker Engine API socket.
-    pub docker_socket: PathBuf,
-    /// Worker threads of the proxy service.
-    pub threads: usize,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    /// Lifetime of a login session.
-    pub session_ttl: Duration,
-    /// Login attempts allowed per client IP per minute.
-    pub login_attempts_per_minute: u32,
-    /// Largest accepted upload (the multipart file itself).
-    pub upload_max_bytes: u64,
-    /// Seconds given to open connections on SIGTERM/SIGINT before runtimes stop.
-    pub shutdown_grace: Duration,
-    /// Password for the first `admin` account (first start only). Secret.
-    pub admin_password: Option<String>,
+    data_dir => data_dir: PathBuf = PathBuf::from("./data"), Restart,
+        parse |v| non_empty(v).map(PathBuf::from), show |p| show_path(p);
+    /// The public listener (pingora), `address:port`.
+    listen => listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8880)), Restart,
+        parse |v| parse_addr(v, "127.0.0.1:8880"), show show_addr;
+    /// Docker Engine API socket (a path; `unix://` is accepted).
+    docker_socket => docker_socket: PathBuf = PathBuf::from("/var/run/docker.sock"), Restart,
+        parse |v| non_empty(v).map(|v| PathBuf::from(v.trim_start_matches("unix://"))),
+        show |p| show_path(p);
+    /// Worker threads of the proxy service (1 to 256).
+    threads => threads: usize = 2, Restart,
+        parse |v| range(v, 1, 256).map(|n| n as usize), show show_display;
+    /// Log filter, like `info` or `rserve_proxy=debug,pingora=warn` (`RUST_LOG` syntax).
+    log_level => log_level: String = "info".to_string(), Live,
+        parse |v| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map_err(|e| format!("{v:?} is not a log filter: {e}"))?;
+            Ok(v.to_string())
+        },
+        show |s| show_str(s);
+    /// `auto` (JSON when stderr is not a terminal), `json` or `pretty`.
+    log_format => log_format: LogFormat = LogFormat::Auto, Restart,
+        parse |v| match v {
+            "auto" => Ok(LogFormat::Auto),
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(format!("{v:?} is not one of auto, json, pretty")),
+        },
+        show |f| Some(quote(f.as_str()));
+    /// Lifetime of a login session, hours (1 to 8760).
+    session_ttl_hours => session_ttl: Duration = Duration::from_secs(24 * 3600), Restart,
+        parse |v| range(v, 1, 24 * 365).map(|h| Duration::from_secs(h * 3600)),
+        show |d| Some((d.as_secs() / 3600).to_string());
+    /// Login attempts allowed per client IP per minute; more get 429.
+    login_attempts_per_minute => login_attempts_per_minute: u32 = 10, Restart,
+        parse |v| range(v, 1, 10_000).map(|n| n as u32), show show_display;
+    /// Largest accepted upload (the multipart file itself), MiB.
+    upload_max_mb => upload_max_bytes: u64 = 50 * 1024 * 1024, Restart,
+        parse |v| range(v, 1, 4096).map(|n| n * 1024 * 1024),
+        show |b| Some((b / (1024 * 1024)).to_string());
+    /// Seconds given to open connections on SIGTERM/SIGINT before runtimes stop (0 to 8;
+    /// the process exits within 10 s).
+    shutdown_grace_secs => shutdown_grace: Duration = Duration::from_secs(2), Restart,
+        parse |v| range(v, 0, 8).map(Duration::from_secs), show show_secs;
+    /// After a binary upgrade (`rserve-proxy upgrade`, SIGUSR2; docs/upgrade.md): how
+    /// long the old process keeps relaying its open connections (WebSockets) before
+    /// closing them (Close 1001). It exits as soon as the last one ends. Seconds (0 to
+    /// 86400).
+    upgrade_drain_secs => upgrade_drain: Duration = Duration::from_secs(300), Restart,
+        parse |v| range(v, 0, 86_400).map(Duration::from_secs), show show_secs;
+    /// Password for the first `admin` account, used on the first start only (8 to 256
+    /// characters); without it a password is generated and logged once.
+    admin_password (admin_password_file) => admin_password: Option<String> = None, Restart,
+        parse |v| {
+            let n = v.chars().count();
+            if !(8..=256).contains(&n) {
+                return Err("must be 8 to 256 characters".into());
+            }
+            Ok(Some(v.to_string()))
+        },
+        show |p| p.as_deref().map(quote);
     /// Concurrent WebSocket connections per app; one more is refused with 503.
-    pub app_max_websockets: u64,
-    /// A WebSocket with no traffic either way for this long is closed; an HTTP request
-    /// whose app sends nothing for this long fails with 504.
-    pub app_idle_timeout: Duration,
-    /// Largest HTTP request body sent to an app; larger ones get 413.
-    pub app_max_body_bytes: u64,
+    app_max_websockets => app_max_websockets: u64 = 1000, Restart,
+        parse |v| range(v, 1, 1_000_000), show show_display;
+    /// A WebSocket with no traffic either way for this long is closed (Close 1001;
+    /// checked every quarter of it, at most every second); an HTTP request whose app
+    /// sends nothing for this long fails with 504. Seconds.
+    app_idle_timeout_secs => app_idle_timeout: Duration = Duration::from_secs(3600), Restart,
+        parse |v| range(v, 1, 7 * 24 * 3600).map(Duration::from_secs), show show_secs;
+    /// Largest HTTP request body sent to an app, MiB; larger ones get 413.
+    app_max_body_mb => app_max_body_bytes: u64 = 16 * 1024 * 1024, Restart,
+        parse |v| range(v, 1, 4096).map(|n| n * 1024 * 1024),
+        show |b| Some((b / (1024 * 1024)).to_string());
     /// Routes served without any app in the store (benchmarks, debugging):
-    /// `slug=host:port` entries, each slug a running app with these replicas.
-    pub static_routes: Vec<(String, SocketAddr)>,
-    pub tls_mode: TlsMode,
-    /// The HTTPS listener (when `tls_mode` is not `off`); `listen` then redirects to it
-    /// and answers ACME HTTP-01 challenges.
-    pub tls_listen: SocketAddr,
-    /// PEM certificate chain (leaf first), for `tls_mode = files`.
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key, for `tls_mode = files`.
-    pub tls_key_file: Option<PathBuf>,
-    /// Names on the ACME certificate (lower case, no duplicates, config order).
-    pub acme_domains: Vec<String>,
-    /// Contact address given to the ACME CA (expiry and policy mail).
-    pub acme_email: Option<String>,
-    /// ACME directory URL.
-    pub acme_directory: String,
-    /// Extra PEM root(s) trusted for the connection to the ACME server itself.
-    pub acme_ca_file: Option<PathBuf>,
-    /// `Strict-Transport-Security: max-age=…` on HTTPS responses; 0 = no header.
-    pub hsts_max_age_secs: u64,
-    /// When set, the admin plane (`/api`, the UI, `/metrics`) answers only on this
-    /// host name and apps only on other names (lower case, no port).
-    pub admin_host: Option<String>,
+    /// `slug=host:port` entries, comma-separated; a slug given twice gets both addresses
+    /// as replicas. Logged at warn.
+    static_routes => static_routes: Vec<(String, SocketAddr)> = Vec::new(), Restart,
+        parse parse_static_routes,
+        show |routes| {
+            (!routes.is_empty()).then(|| {
+                quote(
+                    &routes
+                        .iter()
+                        .map(|(slug, addr)| format!("{slug}={addr}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            })
+        };
+    /// `off` (plain HTTP), `files` (certificate and key from PEM files, reloaded when they
+    /// change) or `acme` (certificates from an ACME CA via HTTP-01, renewed
+    /// automatically).
+    tls_mode => tls_mode: TlsMode = TlsMode::Off, Restart,
+        parse |v| match v {
+            "off" => Ok(TlsMode::Off),
+            "files" => Ok(TlsMode::Files),
+            "acme" => Ok(TlsMode::Acme),
+            _ => Err(format!("{v:?} is not one of off, files, acme")),
+        },
+        show |m| Some(quote(m.as_str()));
+    /// The HTTPS listener (when `tls_mode` is not `off`); `listen` then only redirects
+    /// to it and answers ACME HTTP-01 challenges.
+    tls_listen => tls_listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 443)), Restart,
+        parse |v| parse_addr(v, "0.0.0.0:443"), show show_addr;
+    /// PEM certificate chain (leaf first), for `tls_mode = "files"`; a new file is
+    /// picked up within 2 s.
+    tls_cert_file => tls_cert_file: Option<PathBuf> = None, Restart,
+        parse |v| Ok(optional_path(v)), show |p| p.as_deref().and_then(show_path);
+    /// PEM private key, for `tls_mode = "files"`.
+    tls_key_file => tls_key_file: Option<PathBuf> = None, Restart,
+        parse |v| Ok(optional_path(v)), show |p| p.as_deref().and_then(show_path);
+    /// Names on the ACME certificate, comma-separated or a TOML list (lower-cased,
+    /// duplicates dropped; no wildcards or IP addresses).
+    acme_domains => acme_domains: Vec<String> = Vec::new(), Restart,
+        parse parse_domains, show |d| Some(quote(&d.join(",")));
+    /// Contact address given to the ACME CA (expiry notices and policy mail).
+    acme_email => acme_email: Option<String> = None, Restart,
+        parse parse_email, show |e| e.as_deref().map(quote);
+    /// ACME directory: `production` (Let's Encrypt), `staging` (Let's Encrypt's staging
+    /// CA, untrusted certificates) or an `https://` directory URL.
+    acme_directory => acme_directory: String = LETS_ENCRYPT_PRODUCTION.to_string(), Restart,
+        parse |v| match v.trim() {
+            "production" | "letsencrypt" => Ok(LETS_ENCRYPT_PRODUCTION.to_string()),
+            "staging" | "letsencrypt-staging" => Ok(LETS_ENCRYPT_STAGING.to_string()),
+            url if url.starts_with("https://") && url.len() > "https://".len() => {
+                Ok(url.to_string())
+            }
+            _ => Err(format!(
+                "{v:?} is not \"production\", \"staging\" or an https:// directory URL"
+            )),
+        },
+        show |s| show_str(s);
+    /// Extra PEM root(s) trusted for the connection to the ACME server itself (a
+    /// private CA, Pebble).
+    acme_ca_file => acme_ca_file: Option<PathBuf> = None, Restart,
+        parse |v| Ok(optional_path(v)), show |p| p.as_deref().and_then(show_path);
+    /// `Strict-Transport-Security: max-age=…` on HTTPS responses, seconds; 0 = no header.
+    hsts_max_age_secs => hsts_max_age_secs: u64 = 0, Restart,
+        // Two years is what the HSTS preload list asks for; more is a typo.
+        parse |v| range(v, 0, 2 * 365 * 24 * 3600), show show_display;
+    /// When set, the admin plane (`/api`, the UI, `/metrics`) answers only on this host
+    /// name and apps only on other names (404 otherwise); ACME challenges are answered
+    /// on every name. A host name without port.
+    admin_host => admin_host: Option<String> = None, Restart,
+        parse parse_admin_host, show |h| h.as_deref().map(quote);
     /// App responses get `Content-Security-Policy: sandbox …` (scripts run in an opaque
-    /// origin, so an app page cannot act as the admin on the shared origin).
-    pub app_csp_sandbox: bool,
-    // Connection floods (see proxy/admission.rs).
-    /// Concurrent client connections in total; `None` ("auto"): sized from the
-    /// open-files limit at start.
-    pub max_connections: Option<u32>,
-    /// Concurrent client connections per client address (IPv6: per /64).
-    pub max_connections_per_ip: u32,
-    /// Time a client has for its first request head on a connection.
-    pub request_head_timeout: Duration,
-    /// Time a client has for the TLS handshake.
-    pub tls_handshake_timeout: Duration,
-    // ---- metrics and history (docs/architecture.md, "Metrics and history")
-    /// Seconds between collector rounds; 0 turns the collector off.
-    pub metrics_interval_secs: u64,
-    /// How long raw points are kept, hours.
-    pub metrics_raw_retention_hours: u64,
-    /// How long 5-minute buckets are kept, hours.
-    pub metrics_5m_retention_hours: u64,
-    /// How long 15-minute buckets are kept, hours.
-    pub metrics_15m_retention_hours: u64,
-    /// How long 60-minute buckets are kept, days.
-    pub metrics_60m_retention_days: u64,
+    /// origin, so an app page cannot act as the admin on the shared origin). Turn it off
+    /// only together with `admin_host`.
+    app_csp_sandbox => app_csp_sandbox: bool = true, Restart,
+        parse parse_bool, show show_display;
+    /// Concurrent client connections in total; more are closed at once. `auto`:
+    /// (open-files limit − 256) / 3, logged at start.
+    max_connections => max_connections: Option<u32> = None, Restart,
+        parse |v| match v.trim() {
+            "auto" | "" => Ok(None),
+            n => range(n, 16, u64::from(u32::MAX))
+                .map(|n| Some(n as u32))
+                .map_err(|_| format!(
+                    "{v:?} is not \"auto\" or a whole number from 16 to {}",
+                    u32::MAX
+                )),
+        },
+        show |m| Some(m.map_or_else(|| quote("auto"), |n| n.to_string()));
+    /// Concurrent client connections per client address (IPv6: per /64); more are
+    /// closed at once. Sized for a classroom behind one NAT.
+    max_connections_per_ip => max_connections_per_ip: u32 = 2048, Restart,
+        parse |v| range(v, 1, u64::from(u32::MAX)).map(|n| n as u32), show show_display;
+    /// Time a client has for its first request head on a connection, seconds (later
+    /// requests: 60 s idle, then this for the head).
+    request_head_timeout_secs => request_head_timeout: Duration = Duration::from_secs(10),
+        Restart,
+        parse |v| range(v, 1, 3600).map(Duration::from_secs), show show_secs;
+    /// Time a client has for the TLS handshake, seconds.
+    tls_handshake_timeout_secs => tls_handshake_timeout: Duration = Duration::from_secs(10),
+        Restart,
+        parse |v| range(v, 1, 3600).map(Duration::from_secs), show show_secs;
+    /// Seconds between metrics collector rounds; 0 turns the collector off.
+    metrics_interval_secs => metrics_interval_secs: u64 = 15, Restart,
+        parse |v| range(v, 0, 3600), show show_display;
+    /// How long raw metric points are kept, hours.
+    metrics_raw_retention_hours => metrics_raw_retention_hours: u64 = 1, Restart,
+        parse |v| range(v, 1, 7 * 24), show show_display;
+    /// How long 5-minute metric buckets are kept, hours.
+    metrics_5m_retention_hours => metrics_5m_retention_hours: u64 = 6, Restart,
+        parse |v| range(v, 1, 30 * 24), show show_display;
+    /// How long 15-minute metric buckets are kept, hours.
+    metrics_15m_retention_hours => metrics_15m_retention_hours: u64 = 24, Restart,
+        parse |v| range(v, 1, 90 * 24), show show_display;
+    /// How long 60-minute metric buckets are kept, days.
+    metrics_60m_retention_days => metrics_60m_retention_days: u64 = 7, Restart,
+        parse |v| range(v, 1, 3650), show show_display;
     /// How long the per-minute status history is kept, days.
-    pub status_history_retention_days: u64,
+    status_history_retention_days => status_history_retention_days: u64 = 7, Restart,
+        parse |v| range(v, 1, 3650), show show_display;
     /// Audit log entries older than this many days are deleted; 0 keeps them all.
-    pub audit_retention_days: u64,
-    // --- observability: Prometheus and alert webhooks (issue #9 part B) ---
+    audit_retention_days => audit_retention_days: u64 = 90, Restart,
+        parse |v| range(v, 0, 36500), show show_display;
     /// An extra plain listener serving only `/metrics`, without authentication (for a
-    /// private network); off when `None`.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Alert webhooks: where events are POSTed.
-    pub webhooks: Vec<WebhookConfig>,
-    /// The same event for the same app is sent at most once per this window.
-    pub webhook_dedup: Duration,
-    /// Deliveries kept for `GET /api/alerts/deliveries`.
-    pub webhook_history: usize,
+    /// private network, e.g. `10.0.0.5:9464`; see docs/metrics.md); `off` or unset: none.
+    metrics_listen => metrics_listen: Option<SocketAddr> = None, Restart,
+        parse |v| {
+            let v = v.trim();
+            if v.is_empty() || v == "off" {
+                return Ok(None);
+            }
+            v.parse().map(Some).map_err(|_| {
+                format!("{v:?} is not an address with a port, like 10.0.0.5:9464 (or \"off\")")
+            })
+        },
+        show |a| a.as_ref().and_then(show_addr);
+    /// Alert webhooks: `[[webhooks]]` tables with `url`, `events` and `secret` or
+    /// `secret_file`; in the environment the same as a JSON list. Events:
+    /// `app.crashed`, `app.unhealthy`, `app.recovered`, `app.build_failed`,
+    /// `tls.renewal_failed`, `docker.unreachable` (none listed = all). `secret` adds
+    /// `X-Rserve-Proxy-Signature: sha256=<HMAC>` and is redacted when printed;
+    /// `secret_file` reads it from a file (one trailing newline trimmed).
+    webhooks => webhooks: Vec<WebhookConfig> = Vec::new(), Restart,
+        parse parse_webhooks, show |h| show_webhooks(h);
+    /// The same alert event for the same app is sent at most once per this window,
+    /// seconds (a flapping app sends no storm).
+    webhook_dedup_secs => webhook_dedup: Duration = Duration::from_secs(300), Restart,
+        parse |v| range(v, 0, 24 * 3600).map(Duration::from_secs), show show_secs;
+    /// Webhook deliveries kept in memory for `GET /api/alerts/deliveries`.
+    webhook_history => webhook_history: usize = 100, Restart,
+        parse |v| range(v, 1, 100_000).map(|n| n as usize), show show_display;
+    /// Peers (CIDRs or addresses, comma-separated or a TOML list) whose
+    /// `X-Forwarded-For/-Proto/-Host` are believed, e.g. a load balancer in front;
+    /// from anyone else they are overwritten. Empty: trust no one.
+    trusted_proxies => trusted_proxies: Vec<IpNet> = Vec::new(), Restart,
+        parse parse_cidrs,
+        show |nets| {
+            Some(quote(
+                &nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+            ))
+        };
 }
 
 /// One alert webhook (`[[webhooks]]` in the TOML file).
@@ -169,104 +468,52 @@ pub struct WebhookConfig {
     pub secret: Option<String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            data_dir: PathBuf::from("./data"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8880)),
-            docker_socket: PathBuf::from("/var/run/docker.sock"),
-            threads: 2,
-            log_level: "info".to_string(),
-            log_format: LogFormat::Auto,
-            session_ttl: Duration::from_secs(24 * 3600),
-            login_attempts_per_minute: 10,
-            upload_max_bytes: 50 * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(2),
-            admin_password: None,
-            app_max_websockets: 1000,
-            app_idle_timeout: Duration::from_secs(3600),
-            app_max_body_bytes: 16 * 1024 * 1024,
-            static_routes: Vec::new(),
-            tls_mode: TlsMode::Off,
-            tls_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
-            tls_cert_file: None,
-            tls_key_file: None,
-            acme_domains: Vec::new(),
-            acme_email: None,
-            acme_directory: LETS_ENCRYPT_PRODUCTION.to_string(),
-            acme_ca_file: None,
-            hsts_max_age_secs: 0,
-            admin_host: None,
-            app_csp_sandbox: true,
-            max_connections: None,
-            max_connections_per_ip: 2048,
-            request_head_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(10),
-            metrics_interval_secs: 15,
-            metrics_raw_retention_hours: 1,
-            metrics_5m_retention_hours: 6,
-            metrics_15m_retention_hours: 24,
-            metrics_60m_retention_days: 7,
-            status_history_retention_days: 7,
-            audit_retention_days: 90,
-            metrics_listen: None,
-            webhooks: Vec::new(),
-            webhook_dedup: Duration::from_secs(300),
-            webhook_history: 100,
+/// A `[[webhooks]]` table as written: the secret inline or in a file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookEntry {
+    url: String,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+}
+
+/// Values given on the command line, by key (already in string form). A `_file` key
+/// (`admin_password_file`) reads the value from that file.
+pub type Overrides = Vec<(&'static str, String)>;
+
+/// A value as a layer gives it: inline, or the path of a file holding it.
+enum Source {
+    Inline(String),
+    File { key: String, path: PathBuf },
+}
+
+impl Source {
+    fn read(self) -> Result<String, ConfigError> {
+        match self {
+            Source::Inline(v) => Ok(v),
+            Source::File { key, path } => read_secret_file(&key, &path),
         }
     }
 }
 
-/// Every key, in the order `rserve-proxy config` prints them. The environment variable
-/// of a key is `RSP_` + the key in upper case.
-pub const KEYS: &[&str] = &[
-    "data_dir",
-    "listen",
-    "docker_socket",
-    "threads",
-    "log_level",
-    "log_format",
-    "session_ttl_hours",
-    "login_attempts_per_minute",
-    "upload_max_mb",
-    "shutdown_grace_secs",
-    "admin_password",
-    "app_max_websockets",
-    "app_idle_timeout_secs",
-    "app_max_body_mb",
-    "static_routes",
-    "tls_mode",
-    "tls_listen",
-    "tls_cert_file",
-    "tls_key_file",
-    "acme_domains",
-    "acme_email",
-    "acme_directory",
-    "acme_ca_file",
-    "hsts_max_age_secs",
-    "admin_host",
-    "app_csp_sandbox",
-    "max_connections",
-    "max_connections_per_ip",
-    "request_head_timeout_secs",
-    "tls_handshake_timeout_secs",
-    "metrics_interval_secs",
-    "metrics_raw_retention_hours",
-    "metrics_5m_retention_hours",
-    "metrics_15m_retention_hours",
-    "metrics_60m_retention_days",
-    "status_history_retention_days",
-    "audit_retention_days",
-    "metrics_listen",
-    "webhooks",
-    "webhook_dedup_secs",
-    "webhook_history",
-];
+/// The contents of a `*_file` setting, one trailing newline trimmed (what `echo` and
+/// most editors leave).
+fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
+}
 
-const SECRET_KEYS: &[&str] = &["admin_password"];
-
-/// Values given on the command line, by key (already in string form).
-pub type Overrides = Vec<(&'static str, String)>;
+/// Environment variables that are ours but name no key: `RSP_CONFIG` (read by the
+/// command line) and `RSP_TEST_*` (the test suite's own switches).
+fn is_reserved_env(name: &str) -> bool {
+    name == "RSP_CONFIG" || name.starts_with("RSP_TEST_")
+}
 
 impl Config {
     /// Build the effective config: defaults, then `file` (if any), then the environment
@@ -276,6 +523,16 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &Overrides,
     ) -> Result<Config, ConfigError> {
+        Self::load_with_warnings(file, env, flags).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], plus warnings to log once logging is up: `RSP_*` variables
+    /// that name no key (ignored, probably a typo).
+    pub fn load_with_warnings(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
         let mut cfg = Config::default();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -284,17 +541,54 @@ impl Config {
             cfg.apply_toml(&text)?;
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         for key in KEYS {
-            let var = format!("RSP_{}", key.to_ascii_uppercase());
-            if let Some((_, v)) = env.iter().find(|(k, _)| *k == var) {
-                cfg.set(key, v)?;
+            let inline = lookup(&key.env_var());
+            let file = key
+                .file_key
+                .and_then(|f| lookup(&env_name(f)).map(|p| (env_name(f), p)));
+            let source = match (inline, file) {
+                (Some(_), Some((var, _))) => {
+                    return Err(ConfigError::new(
+                        key.name,
+                        format!("both {} and {var} are set; keep one", key.env_var()),
+                    ))
+                }
+                (Some(v), None) => Source::Inline(v),
+                (None, Some((_, path))) => Source::File {
+                    key: key.file_key.unwrap_or(key.name).to_string(),
+                    path: PathBuf::from(path),
+                },
+                (None, None) => continue,
+            };
+            cfg.set(key.name, &source.read()?)?;
+        }
+        let mut warnings = Vec::new();
+        for (name, _) in &env {
+            if name.starts_with("RSP_") && !is_reserved_env(name) && find_env(name).is_none() {
+                let hint = closest(&name["RSP_".len()..].to_ascii_lowercase())
+                    .map(|k| format!(" (did you mean {}?)", env_name(k)))
+                    .unwrap_or_default();
+                warnings.push(format!(
+                    "environment variable {name} names no setting and is ignored{hint}; \
+                     settings are listed by `rserve-proxy config --docs`"
+                ));
             }
         }
-        for (key, value) in flags {
-            cfg.set(key, value)?;
+        for (name, value) in flags {
+            cfg.set_or_read_file(name, value)?;
         }
         cfg.check_combination()?;
-        Ok(cfg)
+        Ok((cfg, warnings))
+    }
+
+    /// Set a key, or — for a `<key>_file` name — the key from that file's contents.
+    fn set_or_read_file(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        if let Some(key) = KEYS.iter().find(|k| k.file_key == Some(name)) {
+            let v = read_secret_file(name, Path::new(value))?;
+            return self.set(key.name, &v);
+        }
+        self.set(name, value)
     }
 
     /// Rules that involve more than one key, checked once all layers are applied.
@@ -352,344 +646,68 @@ impl Config {
                 .to_string();
             ConfigError::new("config", format!("not valid TOML: {msg}"))
         })?;
-        for (key, value) in table {
-            let Some(known) = KEYS.iter().find(|k| **k == key) else {
-                return Err(ConfigError::new(&key, "unknown key"));
-            };
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                // Tables: the string form of `webhooks` is JSON (also what
-                // RSP_WEBHOOKS takes).
-                toml::Value::Array(items) if *known == "webhooks" => serde_json::to_string(&items)
-                    .map_err(|e| ConfigError::new(known, format!("cannot read the tables: {e}")))?,
-                // A list of names reads naturally as an array: join it into the
-                // comma form every other layer uses.
-                toml::Value::Array(items) if *known == "acme_domains" => {
-                    let mut names = Vec::with_capacity(items.len());
-                    for item in items {
-                        match item {
-                            toml::Value::String(s) => names.push(s),
-                            other => {
-                                return Err(ConfigError::new(
-                                    known,
-                                    format!("expected names (strings), found {}", other.type_str()),
-                                ))
-                            }
-                        }
-                    }
-                    names.join(",")
-                }
-                other => {
+        // Name an unknown key ourselves (serde's message lists every known one).
+        for name in table.keys() {
+            if find_toml(name).is_none() {
+                let hint = closest(name)
+                    .map(|k| format!(" (did you mean {k}?)"))
+                    .unwrap_or_default();
+                return Err(ConfigError::new(
+                    name,
+                    format!(
+                        "unknown key{hint}; settings are listed by `rserve-proxy config --docs`"
+                    ),
+                ));
+            }
+        }
+        let layer: FileLayer = serde::Deserialize::deserialize(table)
+            .map_err(|e: toml::de::Error| ConfigError::new("config", e.message().to_string()))?;
+        for (key, (value, file)) in KEYS.iter().zip(layer.into_entries()) {
+            let name = key.name;
+            let source = match (value, file) {
+                (Some(_), Some(_)) => {
                     return Err(ConfigError::new(
-                        known,
-                        format!("expected a string or a number, found {}", other.type_str()),
+                        name,
+                        format!(
+                            "both {name} and {} are set; keep one",
+                            key.file_key.unwrap_or_default()
+                        ),
                     ))
                 }
+                (Some(v), None) => Source::Inline(toml_to_text(name, v)?),
+                (None, Some(path)) => {
+                    let file_key = key.file_key.unwrap_or(name);
+                    Source::File {
+                        key: file_key.to_string(),
+                        path: PathBuf::from(toml_to_text(file_key, path)?),
+                    }
+                }
+                (None, None) => continue,
             };
-            self.set(known, &text)?;
+            self.set(name, &source.read()?)?;
         }
         Ok(())
     }
 
     /// Set one key from its string form.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError::new(key, reason);
-        match key {
-            "data_dir" => {
-                if value.is_empty() {
-                    return Err(err("must not be empty".into()));
-                }
-                self.data_dir = PathBuf::from(value);
-            }
-            "listen" => {
-                self.listen = value.parse().map_err(|_| {
-                    err(format!(
-                        "{value:?} is not an address with a port, like 127.0.0.1:8880"
-                    ))
-                })?;
-            }
-            "docker_socket" => {
-                if value.is_empty() {
-                    return Err(err("must not be empty".into()));
-                }
-                self.docker_socket = PathBuf::from(value.trim_start_matches("unix://"));
-            }
-            "threads" => self.threads = parse_range(key, value, 1, 256)? as usize,
-            "log_level" => {
-                tracing_subscriber::EnvFilter::try_new(value)
-                    .map_err(|e| err(format!("{value:?} is not a log filter: {e}")))?;
-                self.log_level = value.to_string();
-            }
-            "log_format" => {
-                self.log_format = match value {
-                    "auto" => LogFormat::Auto,
-                    "json" => LogFormat::Json,
-                    "pretty" => LogFormat::Pretty,
-                    _ => return Err(err(format!("{value:?} is not one of auto, json, pretty"))),
-                }
-            }
-            "session_ttl_hours" => {
-                self.session_ttl = Duration::from_secs(parse_range(key, value, 1, 24 * 365)? * 3600)
-            }
-            "login_attempts_per_minute" => {
-                self.login_attempts_per_minute = parse_range(key, value, 1, 10_000)? as u32
-            }
-            "upload_max_mb" => {
-                self.upload_max_bytes = parse_range(key, value, 1, 4096)? * 1024 * 1024
-            }
-            "shutdown_grace_secs" => {
-                self.shutdown_grace = Duration::from_secs(parse_range(key, value, 0, 8)?)
-            }
-            "admin_password" => {
-                if value.chars().count() < 8 || value.chars().count() > 256 {
-                    return Err(err("must be 8 to 256 characters".into()));
-                }
-                self.admin_password = Some(value.to_string());
-            }
-            "app_max_websockets" => {
-                self.app_max_websockets = parse_range(key, value, 1, 1_000_000)?
-            }
-            "app_idle_timeout_secs" => {
-                self.app_idle_timeout =
-                    Duration::from_secs(parse_range(key, value, 1, 7 * 24 * 3600)?)
-            }
-            "app_max_body_mb" => {
-                self.app_max_body_bytes = parse_range(key, value, 1, 4096)? * 1024 * 1024
-            }
-            "static_routes" => self.static_routes = parse_static_routes(value).map_err(err)?,
-            "tls_mode" => {
-                self.tls_mode = match value {
-                    "off" => TlsMode::Off,
-                    "files" => TlsMode::Files,
-                    "acme" => TlsMode::Acme,
-                    _ => return Err(err(format!("{value:?} is not one of off, files, acme"))),
-                }
-            }
-            "tls_listen" => {
-                self.tls_listen = value.parse().map_err(|_| {
-                    err(format!(
-                        "{value:?} is not an address with a port, like 0.0.0.0:443"
-                    ))
-                })?;
-            }
-            "tls_cert_file" => self.tls_cert_file = optional_path(value),
-            "tls_key_file" => self.tls_key_file = optional_path(value),
-            "acme_ca_file" => self.acme_ca_file = optional_path(value),
-            "acme_domains" => self.acme_domains = parse_domains(value).map_err(err)?,
-            "acme_email" => {
-                let v = value.trim();
-                if v.is_empty() {
-                    self.acme_email = None;
-                } else {
-                    let ok = v.split_once('@').is_some_and(|(user, host)| {
-                        !user.is_empty() && host.contains('.') && !host.starts_with('.')
-                    }) && !v.contains(|c: char| c.is_whitespace() || c == ',' || c == ':');
-                    if !ok {
-                        return Err(err(format!("{v:?} is not an email address")));
-                    }
-                    self.acme_email = Some(v.to_string());
-                }
-            }
-            "acme_directory" => {
-                self.acme_directory = match value.trim() {
-                    "production" | "letsencrypt" => LETS_ENCRYPT_PRODUCTION.to_string(),
-                    "staging" | "letsencrypt-staging" => LETS_ENCRYPT_STAGING.to_string(),
-                    url if url.starts_with("https://") && url.len() > "https://".len() => {
-                        url.to_string()
-                    }
-                    _ => {
-                        return Err(err(format!(
-                        "{value:?} is not \"production\", \"staging\" or an https:// directory URL"
-                    )))
-                    }
-                }
-            }
-            "hsts_max_age_secs" => {
-                // Two years is what the HSTS preload list asks for; more is a typo.
-                self.hsts_max_age_secs = parse_range(key, value, 0, 2 * 365 * 24 * 3600)?
-            }
-            "admin_host" => self.admin_host = parse_admin_host(value).map_err(err)?,
-            "app_csp_sandbox" => self.app_csp_sandbox = parse_bool(value).map_err(err)?,
-            "max_connections" => {
-                self.max_connections = match value.trim() {
-                    "auto" | "" => None,
-                    v => Some(parse_range(key, v, 16, u64::from(u32::MAX)).map_err(|_| {
-                        err(format!(
-                            "{value:?} is not \"auto\" or a whole number from 16 to {}",
-                            u32::MAX
-                        ))
-                    })? as u32),
-                }
-            }
-            "max_connections_per_ip" => {
-                self.max_connections_per_ip =
-                    parse_range(key, value, 1, u64::from(u32::MAX))? as u32
-            }
-            "request_head_timeout_secs" => {
-                self.request_head_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
-            }
-            "tls_handshake_timeout_secs" => {
-                self.tls_handshake_timeout = Duration::from_secs(parse_range(key, value, 1, 3600)?)
-            }
-            "metrics_interval_secs" => {
-                self.metrics_interval_secs = parse_range(key, value, 0, 3600)?
-            }
-            "metrics_raw_retention_hours" => {
-                self.metrics_raw_retention_hours = parse_range(key, value, 1, 7 * 24)?
-            }
-            "metrics_5m_retention_hours" => {
-                self.metrics_5m_retention_hours = parse_range(key, value, 1, 30 * 24)?
-            }
-            "metrics_15m_retention_hours" => {
-                self.metrics_15m_retention_hours = parse_range(key, value, 1, 90 * 24)?
-            }
-            "metrics_60m_retention_days" => {
-                self.metrics_60m_retention_days = parse_range(key, value, 1, 3650)?
-            }
-            "status_history_retention_days" => {
-                self.status_history_retention_days = parse_range(key, value, 1, 3650)?
-            }
-            "audit_retention_days" => {
-                self.audit_retention_days = parse_range(key, value, 0, 36500)?
-            }
-            "metrics_listen" => {
-                let v = value.trim();
-                self.metrics_listen = if v.is_empty() || v == "off" {
-                    None
-                } else {
-                    Some(v.parse().map_err(|_| {
-                        err(format!(
-                            "{value:?} is not an address with a port, like 10.0.0.5:9464 (or \"off\")"
-                        ))
-                    })?)
-                };
-            }
-            "webhooks" => self.webhooks = parse_webhooks(value).map_err(err)?,
-            "webhook_dedup_secs" => {
-                self.webhook_dedup = Duration::from_secs(parse_range(key, value, 0, 24 * 3600)?)
-            }
-            "webhook_history" => {
-                self.webhook_history = parse_range(key, value, 1, 100_000)? as usize
-            }
-            _ => return Err(err("unknown key".into())),
-        }
-        Ok(())
+        let Some(k) = find_key(key) else {
+            return Err(ConfigError::new(key, "unknown key"));
+        };
+        (k.set)(self, value).map_err(|reason| ConfigError::new(key, reason))
     }
 
     /// The effective config as TOML, secrets replaced by `"<redacted>"`.
     pub fn render_redacted(&self) -> String {
         let mut out = String::new();
         for key in KEYS {
-            let value = self.get(key);
-            let _ = match value {
-                None => writeln!(out, "# {key} is not set"),
-                Some(_) if SECRET_KEYS.contains(key) => writeln!(out, "{key} = \"<redacted>\""),
-                Some(v) => writeln!(out, "{key} = {v}"),
+            let _ = match key.value(self) {
+                None => writeln!(out, "# {} is not set", key.name),
+                Some(_) if key.is_secret() => writeln!(out, "{} = \"<redacted>\"", key.name),
+                Some(v) => writeln!(out, "{} = {v}", key.name),
             };
         }
         out
-    }
-
-    /// A key's value as a TOML literal, `None` when unset.
-    fn get(&self, key: &str) -> Option<String> {
-        let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
-        Some(match key {
-            "data_dir" => quote(&self.data_dir.to_string_lossy()),
-            "listen" => quote(&self.listen.to_string()),
-            "docker_socket" => quote(&self.docker_socket.to_string_lossy()),
-            "threads" => self.threads.to_string(),
-            "log_level" => quote(&self.log_level),
-            "log_format" => quote(match self.log_format {
-                LogFormat::Auto => "auto",
-                LogFormat::Json => "json",
-                LogFormat::Pretty => "pretty",
-            }),
-            "session_ttl_hours" => (self.session_ttl.as_secs() / 3600).to_string(),
-            "login_attempts_per_minute" => self.login_attempts_per_minute.to_string(),
-            "upload_max_mb" => (self.upload_max_bytes / (1024 * 1024)).to_string(),
-            "shutdown_grace_secs" => self.shutdown_grace.as_secs().to_string(),
-            "admin_password" => return self.admin_password.as_ref().map(|p| quote(p)),
-            "app_max_websockets" => self.app_max_websockets.to_string(),
-            "app_idle_timeout_secs" => self.app_idle_timeout.as_secs().to_string(),
-            "app_max_body_mb" => (self.app_max_body_bytes / (1024 * 1024)).to_string(),
-            "static_routes" if self.static_routes.is_empty() => return None,
-            "static_routes" => quote(
-                &self
-                    .static_routes
-                    .iter()
-                    .map(|(slug, addr)| format!("{slug}={addr}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            "tls_mode" => quote(self.tls_mode.as_str()),
-            "tls_listen" => quote(&self.tls_listen.to_string()),
-            "tls_cert_file" => {
-                return self
-                    .tls_cert_file
-                    .as_ref()
-                    .map(|p| quote(&p.to_string_lossy()))
-            }
-            "tls_key_file" => {
-                return self
-                    .tls_key_file
-                    .as_ref()
-                    .map(|p| quote(&p.to_string_lossy()))
-            }
-            "acme_domains" => quote(&self.acme_domains.join(",")),
-            "acme_email" => return self.acme_email.as_ref().map(|e| quote(e)),
-            "acme_directory" => quote(&self.acme_directory),
-            "acme_ca_file" => {
-                return self
-                    .acme_ca_file
-                    .as_ref()
-                    .map(|p| quote(&p.to_string_lossy()))
-            }
-            "hsts_max_age_secs" => self.hsts_max_age_secs.to_string(),
-            "admin_host" => return self.admin_host.as_ref().map(|h| quote(h)),
-            "app_csp_sandbox" => self.app_csp_sandbox.to_string(),
-            "max_connections" => match self.max_connections {
-                Some(n) => n.to_string(),
-                None => quote("auto"),
-            },
-            "max_connections_per_ip" => self.max_connections_per_ip.to_string(),
-            "request_head_timeout_secs" => self.request_head_timeout.as_secs().to_string(),
-            "tls_handshake_timeout_secs" => self.tls_handshake_timeout.as_secs().to_string(),
-            "metrics_interval_secs" => self.metrics_interval_secs.to_string(),
-            "metrics_raw_retention_hours" => self.metrics_raw_retention_hours.to_string(),
-            "metrics_5m_retention_hours" => self.metrics_5m_retention_hours.to_string(),
-            "metrics_15m_retention_hours" => self.metrics_15m_retention_hours.to_string(),
-            "metrics_60m_retention_days" => self.metrics_60m_retention_days.to_string(),
-            "status_history_retention_days" => self.status_history_retention_days.to_string(),
-            "audit_retention_days" => self.audit_retention_days.to_string(),
-            "metrics_listen" => return self.metrics_listen.map(|a| quote(&a.to_string())),
-            "webhooks" if self.webhooks.is_empty() => return None,
-            // Inline tables; secrets are never printed.
-            "webhooks" => {
-                let hooks: Vec<String> = self
-                    .webhooks
-                    .iter()
-                    .map(|h| {
-                        let events: Vec<String> = h.events.iter().map(|e| quote(e)).collect();
-                        let secret = if h.secret.is_some() {
-                            ", secret = \"<redacted>\""
-                        } else {
-                            ""
-                        };
-                        format!(
-                            "{{ url = {}, events = [{}]{secret} }}",
-                            quote(&h.url),
-                            events.join(", ")
-                        )
-                    })
-                    .collect();
-                format!("[{}]", hooks.join(", "))
-            }
-            "webhook_dedup_secs" => self.webhook_dedup.as_secs().to_string(),
-            "webhook_history" => self.webhook_history.to_string(),
-            _ => return None,
-        })
     }
 
     /// History retention in the store's terms.
@@ -719,6 +737,273 @@ impl Config {
     }
 }
 
+pub fn find_key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// A name the TOML file accepts: a key or a secret's `_file` variant.
+fn find_toml(name: &str) -> Option<&'static Key> {
+    KEYS.iter()
+        .find(|k| k.name == name || k.file_key == Some(name))
+}
+
+/// The key an `RSP_*` variable sets (directly or through its `_FILE` variant).
+fn find_env(var: &str) -> Option<&'static Key> {
+    KEYS.iter()
+        .find(|k| k.env_var() == var || k.file_key.is_some_and(|f| env_name(f) == var))
+}
+
+/// The declared key nearest to a misspelt one, when near enough to be a likely typo.
+fn closest(name: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|k| (strsim::levenshtein(name, k.name), k.name))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// A TOML value in the string form every layer uses: strings as they are, numbers and
+/// booleans written out, a list of strings comma-joined, a list of tables as JSON.
+fn toml_to_text(key: &str, value: toml::Value) -> Result<String, ConfigError> {
+    use toml::Value;
+    Ok(match value {
+        Value::String(s) => s,
+        Value::Integer(i) => i.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Array(items) if items.iter().all(Value::is_str) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Array(items) if items.iter().all(Value::is_table) => {
+            serde_json::to_string(&items)
+                .map_err(|e| ConfigError::new(key, format!("cannot read the tables: {e}")))?
+        }
+        Value::Array(items) => {
+            let found = items
+                .iter()
+                .find(|v| !v.is_str())
+                .map_or("a mixed list", Value::type_str);
+            return Err(ConfigError::new(
+                key,
+                format!("expected a list of strings (or of tables), found {found} in the list"),
+            ));
+        }
+        other => {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "expected a string, a whole number or true/false, found {}",
+                    other.type_str()
+                ),
+            ))
+        }
+    })
+}
+
+/// Clap arguments for every key's flag (secrets: only the `_file` flag), under one
+/// help heading. `flag_overrides` reads them back.
+pub fn flag_args() -> Vec<clap::Arg> {
+    let mut args = Vec::new();
+    for key in KEYS {
+        let (id, help) = match key.file_key {
+            Some(f) => (f, format!("File holding `{}` (secret)", key.name)),
+            None => (key.name, first_sentence(key.doc)),
+        };
+        args.push(
+            clap::Arg::new(id)
+                // Built once per process; clap wants `'static` names.
+                .long(&*Box::leak(id.replace('_', "-").into_boxed_str()))
+                .value_name("VALUE")
+                .global(true)
+                .help(help)
+                .help_heading("Settings (docs/configuration.md; later wins: file, RSP_*, flags)"),
+        );
+    }
+    args
+}
+
+/// The settings given as flags, for [`Config::load`].
+pub fn flag_overrides(matches: &clap::ArgMatches) -> Overrides {
+    let mut out = Vec::new();
+    for key in KEYS {
+        let id = key.file_key.unwrap_or(key.name);
+        if let Ok(Some(v)) = matches.try_get_one::<String>(id) {
+            out.push((id, v.clone()));
+        }
+    }
+    out
+}
+
+fn first_sentence(doc: &str) -> String {
+    let one_line = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.find(". ") {
+        Some(i) => one_line[..=i].to_string(),
+        None => one_line,
+    }
+}
+
+/// Markers around the generated part of docs/configuration.md.
+pub const DOCS_BEGIN: &str = "<!-- BEGIN generated by `rserve-proxy config --docs` -->";
+pub const DOCS_END: &str = "<!-- END generated -->";
+
+/// docs/configuration.md's generated part (`rserve-proxy config --docs`): every key
+/// with its variable, flag, default and meaning, from the declarations.
+pub fn docs_markdown() -> String {
+    let defaults = Config::default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<!-- From the declarations in src/config.rs; do not edit by hand. -->\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Key | Environment | Flag | Default | On reload |\n|---|---|---|---|---|"
+    );
+    for key in KEYS {
+        let default = key
+            .value(&defaults)
+            .map_or("not set".to_string(), |v| format!("`{v}`"));
+        let flag = match key.file_key {
+            Some(f) => format!("`{}`", flag_name(f)),
+            None => format!("`{}`", flag_name(key.name)),
+        };
+        let env = match key.file_key {
+            Some(f) => format!("`{}`, `{}`", key.env_var(), env_name(f)),
+            None => format!("`{}`", key.env_var()),
+        };
+        let reload = match key.reload {
+            Reload::Live => "applied",
+            Reload::Restart => "needs a restart",
+        };
+        let _ = writeln!(
+            out,
+            "| [`{0}`](#{0}) | {env} | {flag} | {default} | {reload} |",
+            key.name
+        );
+    }
+    for key in KEYS {
+        let doc = key.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        let _ = writeln!(out, "\n### `{}`\n\n{doc}", key.name);
+        if let Some(f) = key.file_key {
+            let _ = writeln!(
+                out,
+                "\nSecret: printed as `\"<redacted>\"`, no flag of its own. `{f}` \
+                 (`{}`, `{}`) names a file holding the value instead (one trailing \
+                 newline is trimmed), for systemd `LoadCredential=` or Docker secrets.",
+                env_name(f),
+                flag_name(f)
+            );
+        }
+    }
+    out
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn show_str(s: &str) -> Option<String> {
+    Some(quote(s))
+}
+
+fn show_path(p: &Path) -> Option<String> {
+    Some(quote(&p.to_string_lossy()))
+}
+
+/// Numbers and booleans: their TOML literal is how they print.
+fn show_display<T: std::fmt::Display>(v: &T) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn show_addr(a: &SocketAddr) -> Option<String> {
+    Some(quote(&a.to_string()))
+}
+
+fn show_secs(d: &Duration) -> Option<String> {
+    Some(d.as_secs().to_string())
+}
+
+/// Inline tables; secrets are never printed.
+fn show_webhooks(hooks: &[WebhookConfig]) -> Option<String> {
+    if hooks.is_empty() {
+        return None;
+    }
+    let hooks: Vec<String> = hooks
+        .iter()
+        .map(|h| {
+            let events: Vec<String> = h.events.iter().map(|e| quote(e)).collect();
+            let secret = if h.secret.is_some() {
+                ", secret = \"<redacted>\""
+            } else {
+                ""
+            };
+            format!(
+                "{{ url = {}, events = [{}]{secret} }}",
+                quote(&h.url),
+                events.join(", ")
+            )
+        })
+        .collect();
+    Some(format!("[{}]", hooks.join(", ")))
+}
+
+fn non_empty(v: &str) -> Result<&str, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(v)
+    }
+}
+
+fn parse_addr(v: &str, example: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not an address with a port, like {example}"))
+}
+
+fn parse_email(value: &str) -> Result<Option<String>, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let ok = v.split_once('@').is_some_and(|(user, host)| {
+        !user.is_empty() && host.contains('.') && !host.starts_with('.')
+    }) && !v.contains(|c: char| c.is_whitespace() || c == ',' || c == ':');
+    if !ok {
+        return Err(format!("{v:?} is not an email address"));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// `10.0.0.0/8, 192.168.1.7, ::1` → networks (an address alone is a /32 or /128).
+fn parse_cidrs(value: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let net = match item.parse::<IpNet>() {
+            Ok(n) => n.trunc(),
+            Err(_) => item
+                .parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| {
+                    format!("{item:?} is not an address or a CIDR like 10.0.0.0/8 or fd00::/8")
+                })?,
+        };
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+fn range(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a whole number from {min} to {max}"
+        )),
+    }
+}
+
 /// `webhooks` in string form: a JSON array of `{url, events?, secret?}` (the TOML
 /// array of tables is turned into this). Event names are checked here so a typo
 /// stops the start instead of silently never firing.
@@ -726,10 +1011,29 @@ fn parse_webhooks(value: &str) -> Result<Vec<WebhookConfig>, String> {
     if value.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let hooks: Vec<WebhookConfig> = serde_json::from_str(value)
-        .map_err(|e| format!("expected a list of {{url, events, secret}} tables ({e})"))?;
-    for (i, h) in hooks.iter().enumerate() {
+    let entries: Vec<WebhookEntry> = serde_json::from_str(value).map_err(|e| {
+        format!("expected a list of {{url, events, secret or secret_file}} tables ({e})")
+    })?;
+    let mut hooks = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
         let n = i + 1;
+        let secret = match (entry.secret, entry.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "webhook {n}: both secret and secret_file are set; keep one"
+                ))
+            }
+            (s, None) => s,
+            (None, Some(path)) => Some(
+                read_secret_file("secret_file", &path)
+                    .map_err(|e| format!("webhook {n}: {}: {}", e.key, e.reason))?,
+            ),
+        };
+        let h = WebhookConfig {
+            url: entry.url,
+            events: entry.events,
+            secret,
+        };
         let rest = h
             .url
             .strip_prefix("https://")
@@ -759,6 +1063,7 @@ fn parse_webhooks(value: &str) -> Result<Vec<WebhookConfig>, String> {
                 "webhook {n}: secret is empty; leave it out instead"
             ));
         }
+        hooks.push(h);
     }
     Ok(hooks)
 }
@@ -875,16 +1180,6 @@ fn parse_domains(value: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn parse_range(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    match value.trim().parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(
-            key,
-            format!("{value:?} is not a whole number from {min} to {max}"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -894,6 +1189,204 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// docs/configuration.md's generated part is exactly what the declarations give
+    /// (regenerate: see the comment at its top).
+    #[test]
+    fn committed_docs_match_the_declarations() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let begin = text.find(DOCS_BEGIN).expect("begin marker");
+        let end = text.find(DOCS_END).expect("end marker");
+        let committed = &text[begin + DOCS_BEGIN.len()..end];
+        assert!(
+            committed.trim() == docs_markdown().trim(),
+            "docs/configuration.md is stale: replace the part between the markers with \
+             the output of `rserve-proxy config --docs`"
+        );
+        for key in KEYS {
+            assert!(committed.contains(&format!("### `{}`", key.name)));
+        }
+    }
+
+    /// Every key's printed value reads back to the same value (show and parse agree),
+    /// and every key has a doc and an env var / flag derived from its name.
+    #[test]
+    fn every_key_round_trips_through_its_printed_form() {
+        let mut cfg = Config::default();
+        for (k, v) in [
+            ("admin_password", "round-trip-pw"),
+            ("static_routes", "a=127.0.0.1:1,a=127.0.0.1:2"),
+            ("tls_cert_file", "/c.pem"),
+            ("acme_domains", "a.example,b.example"),
+            ("acme_email", "a@b.example"),
+            ("admin_host", "admin.example"),
+            ("max_connections", "100"),
+            ("metrics_listen", "127.0.0.1:9464"),
+            ("trusted_proxies", "10.0.0.0/8,::1"),
+            (
+                "webhooks",
+                r#"[{"url":"http://127.0.0.1:1/","events":["app.crashed"]}]"#,
+            ),
+        ] {
+            cfg.set(k, v).unwrap();
+        }
+        let text = cfg.render_redacted();
+        let table: toml::Table = text.parse().unwrap();
+        let mut back = Config {
+            admin_password: cfg.admin_password.clone(),
+            ..Config::default()
+        };
+        for (name, value) in table {
+            if name != "admin_password" {
+                back.set(&name, &toml_to_text(&name, value).unwrap())
+                    .unwrap();
+            }
+        }
+        assert_eq!(back, cfg);
+        for key in KEYS {
+            assert!(!key.doc.trim().is_empty(), "{} has no doc", key.name);
+            assert!(key.env_var().starts_with("RSP_"));
+        }
+        assert_eq!(
+            find_key("listen").unwrap().flag().as_deref(),
+            Some("--listen")
+        );
+        assert_eq!(
+            find_key("admin_password").unwrap().flag(),
+            None,
+            "no secret flag"
+        );
+    }
+
+    #[test]
+    fn unknown_rsp_variables_are_warnings_not_errors() {
+        let (cfg, warnings) = Config::load_with_warnings(
+            None,
+            env(&[
+                ("RSP_LISTN", "127.0.0.1:1"),
+                ("RSP_CONFIG", "/x.toml"),
+                ("RSP_TEST_DOCKER_SOCKET", "/x"),
+                ("RSP_THREADS", "3"),
+                ("RSP_ADMIN_PASSWORD_FILE_X", "1"),
+                ("OTHER", "1"),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.threads, 3);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("RSP_LISTN"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("did you mean RSP_LISTEN?"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("RSP_ADMIN_PASSWORD_FILE_X"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_in_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-a-file-pw\n").unwrap();
+        let p = pw.to_str().unwrap();
+
+        let cfg = Config::load(None, env(&[("RSP_ADMIN_PASSWORD_FILE", p)]), &vec![]).unwrap();
+        assert_eq!(cfg.admin_password.as_deref(), Some("from-a-file-pw"));
+        assert!(!cfg.render_redacted().contains("from-a-file"));
+
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("admin_password_file = {p:?}\n")).unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.admin_password.as_deref(), Some("from-a-file-pw"));
+
+        let cfg = Config::load(None, env(&[]), &vec![("admin_password_file", p.into())]).unwrap();
+        assert_eq!(cfg.admin_password.as_deref(), Some("from-a-file-pw"));
+
+        // Later layers still win: an env value over the file's *_file.
+        let cfg = Config::load(
+            Some(&file),
+            env(&[("RSP_ADMIN_PASSWORD", "env-password")]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.admin_password.as_deref(), Some("env-password"));
+
+        // Missing file: the error names the _file key and the path.
+        let e = Config::load(
+            None,
+            env(&[("RSP_ADMIN_PASSWORD_FILE", "/nonexistent/pw")]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "admin_password_file");
+        assert!(e.reason.contains("/nonexistent/pw"), "{e}");
+        // Both forms in one layer: refused, naming both.
+        let e = Config::load(
+            None,
+            env(&[
+                ("RSP_ADMIN_PASSWORD", "x-password"),
+                ("RSP_ADMIN_PASSWORD_FILE", p),
+            ]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "admin_password");
+        assert!(e.reason.contains("RSP_ADMIN_PASSWORD_FILE"), "{e}");
+        std::fs::write(
+            &file,
+            format!("admin_password = \"x-password\"\nadmin_password_file = {p:?}\n"),
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), env(&[]), &vec![]).unwrap_err();
+        assert_eq!(e.key, "admin_password");
+
+        // Webhook secrets: secret_file in the table.
+        let secret = dir.path().join("hook");
+        std::fs::write(&secret, "hook-secret\r\n").unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[[webhooks]]\nurl = \"http://127.0.0.1:1/\"\nsecret_file = {:?}\n",
+                secret.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        assert_eq!(cfg.webhooks[0].secret.as_deref(), Some("hook-secret"));
+        std::fs::write(
+            &file,
+            "[[webhooks]]\nurl = \"http://127.0.0.1:1/\"\nsecret_file = \"/nonexistent/s\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), env(&[]), &vec![]).unwrap_err();
+        assert_eq!(e.key, "webhooks");
+        assert!(e.reason.contains("/nonexistent/s"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_parse() {
+        let cfg = Config::default();
+        assert!(cfg.trusted_proxies.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "trusted_proxies = [\"10.1.2.3/8\", \"::1\", \"192.168.0.7\"]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), env(&[]), &vec![]).unwrap();
+        let shown: Vec<String> = cfg.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128", "192.168.0.7/32"]);
+        let e = Config::load(
+            None,
+            env(&[("RSP_TRUSTED_PROXIES", "10.0.0.0/33")]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "trusted_proxies");
+        assert!(e.reason.contains("not an address or a CIDR"), "{e}");
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use rserve_proxy::config::{Config, Overrides};
+use rserve_proxy::config::{self, Config};
 use rserve_proxy::model::Role;
 use rserve_proxy::service::users::{CreateUserInput, UpdateUserInput};
 use rserve_proxy::service::{users, AppState, ClientMeta, ServiceError};
@@ -25,24 +25,8 @@ struct Cli {
     /// TOML config file (settings: see `rserve-proxy config`).
     #[arg(long, global = true, env = "RSP_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory (state.redb, uploads, control socket).
-    #[arg(long, global = true)]
-    data_dir: Option<String>,
-    /// Public listener address.
-    #[arg(long, global = true)]
-    listen: Option<String>,
-    /// Docker Engine socket.
-    #[arg(long, global = true)]
-    docker_socket: Option<String>,
-    /// Log filter, e.g. `info` or `rserve_proxy=debug`.
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    /// auto, json or pretty.
-    #[arg(long, global = true)]
-    log_format: Option<String>,
-    /// Proxy worker threads.
-    #[arg(long, global = true)]
-    threads: Option<String>,
+    // Every setting also has a flag (`--listen`, `--data-dir`, …), added from the
+    // config declarations: see `config::flag_args`.
     /// Take over from the server running on this data dir (set by that server when it
     /// starts its successor; see `rserve-proxy upgrade`).
     #[arg(long, global = true, hide = true)]
@@ -56,7 +40,11 @@ enum Command {
     /// Start the server (the default).
     Serve,
     /// Print the effective configuration (secrets redacted).
-    Config,
+    Config {
+        /// Print the reference of every setting (docs/configuration.md) instead.
+        #[arg(long)]
+        docs: bool,
+    },
     /// Manage users while the server is stopped.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -118,38 +106,31 @@ enum AdminCommand {
     ListUsers,
 }
 
-impl Cli {
-    fn overrides(&self) -> Overrides {
-        let mut o: Overrides = Vec::new();
-        let pairs: [(&'static str, &Option<String>); 6] = [
-            ("data_dir", &self.data_dir),
-            ("listen", &self.listen),
-            ("docker_socket", &self.docker_socket),
-            ("log_level", &self.log_level),
-            ("log_format", &self.log_format),
-            ("threads", &self.threads),
-        ];
-        for (key, value) in pairs {
-            if let Some(v) = value {
-                o.push((key, v.clone()));
-            }
-        }
-        o
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rserve-proxy: {e}");
-            return ExitCode::from(2);
-        }
+    let matches = Cli::command().args(config::flag_args()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
     };
+    if let Some(Command::Config { docs: true }) = cli.command {
+        print!("{}", config::docs_markdown());
+        return ExitCode::SUCCESS;
+    }
+    let flags = config::flag_overrides(&matches);
+    let (config, warnings) =
+        match Config::load_with_warnings(cli.config.as_deref(), std::env::vars(), &flags) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("rserve-proxy: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             logging::init(&config);
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
             server::serve_as(config, cli.upgrade).map_err(|e| e.to_string())
         }
         Command::Upgrade { timeout } => rserve_proxy::upgrade::command::request(
@@ -157,7 +138,10 @@ fn main() -> ExitCode {
             std::time::Duration::from_secs(timeout),
         )
         .map(|line| println!("{line}")),
-        Command::Config => {
+        Command::Config { .. } => {
+            for w in &warnings {
+                eprintln!("rserve-proxy: warning: {w}");
+            }
             print!("{}", config.render_redacted());
             Ok(())
         }

@@ -203,7 +203,7 @@ pub fn serve_as(config: Config, upgrade: bool) -> Result<(), ServeError> {
             store: store_handle,
             drain,
             admission,
-            drain_limit: crate::upgrade::DRAIN_LIMIT,
+            drain_limit: config.upgrade_drain,
             busy: std::sync::atomic::AtomicBool::new(false),
         })
     });

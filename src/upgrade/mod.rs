@@ -36,10 +36,6 @@ use crate::proxy::admission::Admission;
 use crate::proxy::drain::Drain;
 use crate::store::{Store, StoreError};
 
-/// How long the old process keeps relaying open connections after the switch, until
-/// `upgrade_drain_secs` is a config key.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(300);
-
 /// In the data dir: the PID of the process serving it (written once it serves).
 pub const PID_FILE: &str = "rserve-proxy.pid";
 /// In the data dir: where the new process receives the listening sockets.
