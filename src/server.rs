@@ -451,7 +451,10 @@ impl ShutdownSignalWatch for Signals {
                     upgrader.drain(new_pid, interrupt).await;
                     return ShutdownSignal::GracefulTerminate;
                 }
-                Err(e) => tracing::error!(error = %e, "upgrade failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade failed");
+                    crate::upgrade::record_failure(&self.data_dir, &e);
+                }
             }
         }
     }

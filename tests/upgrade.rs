@@ -217,3 +217,128 @@ async fn an_upgrade_keeps_websockets_and_fails_no_connection() {
         took.as_secs_f64()
     );
 }
+
+/// Sessions that outlast `upgrade_drain_secs` are closed with a Close 1001 and the old
+/// process exits; the new one serves them when they reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_limit_closes_what_is_left() {
+    let backend = common_dataplane::backend::Backend::start("echo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let route = format!("echo={}", backend.addr);
+    let server = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            support::Server::start(
+                &data,
+                &[
+                    ("RSP_STATIC_ROUTES", route.as_str()),
+                    ("RSP_UPGRADE_DRAIN_SECS", "2"),
+                ],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let reap = Arc::new(Mutex::new(Vec::new()));
+    let _reaper = Reaper(reap.clone());
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let old = server.pid();
+    assert!(wait_until(Duration::from_secs(10), || pid_file(&data) == Some(old)));
+    let mut ws = ws_connect(&format!("ws://{addr}/echo/")).await;
+    assert_eq!(ws_text(&mut ws, "one").await, "one");
+
+    let out = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || support::cli(&data, &["upgrade"], None))
+            .await
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", server.log());
+    let new = pid_file(&data).unwrap();
+    reap.lock().unwrap().push(new);
+    let switched = Instant::now();
+    assert_eq!(ws_text(&mut ws, "two").await, "two");
+    let close = common_dataplane::ws_expect_close(&mut ws).await;
+    let waited = switched.elapsed();
+    assert_eq!(
+        close.map(|(code, _)| code),
+        Some(1001),
+        "the old process says goodbye at the drain limit"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "closed {waited:?} after the switch (limit 2 s)"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || !running(old)),
+        "the old process did not exit after the drain limit:\n{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("drain limit passed"),
+        "{}",
+        server.log()
+    );
+    let mut again = ws_connect(&format!("ws://{addr}/echo/")).await;
+    assert_eq!(ws_text(&mut again, "three").await, "three");
+    assert_eq!(
+        connection_owner(addr, local_addr(&again), &[old, new]),
+        Some(new)
+    );
+}
+
+/// A new binary that cannot start (here: a config it refuses) changes nothing: the
+/// old process keeps serving, the command says so and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let config = data.join("config.toml");
+    std::fs::write(&config, "shutdown_grace_secs = 0\n").unwrap();
+    let server = {
+        let data = data.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            support::Server::start_with(&data, &[], &["--config", config.to_str().unwrap()])
+        })
+        .await
+        .unwrap()
+    };
+    let old = server.pid();
+    assert!(wait_until(Duration::from_secs(10), || pid_file(&data) == Some(old)));
+    // The file the new process will read is now invalid.
+    std::fs::write(&config, "no_such_key = 1\n").unwrap();
+    let out = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || support::cli(&data, &["upgrade"], None))
+            .await
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("upgrade failed: the new process") && stderr.contains("keeps serving"),
+        "{stderr}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("exited (exit status: 2) before taking over"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(pid_file(&data), Some(old));
+    assert!(running(old));
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let health = tokio::task::spawn_blocking(move || {
+        raw_http(
+            addr,
+            b"GET /api/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .status
+    })
+    .await
+    .unwrap();
+    assert_eq!(health, 200, "the old process still serves, store included");
+}
