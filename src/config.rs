@@ -266,6 +266,12 @@ config_keys! {
     /// the process exits within 10 s).
     shutdown_grace_secs => shutdown_grace: Duration = Duration::from_secs(2), Restart,
         parse |v| range(v, 0, 8).map(Duration::from_secs), show show_secs;
+    /// After a binary upgrade (`rserve-proxy upgrade`, SIGUSR2; docs/upgrade.md): how
+    /// long the old process keeps relaying its open connections (WebSockets) before
+    /// closing them (Close 1001). It exits as soon as the last one ends. Seconds (0 to
+    /// 86400).
+    upgrade_drain_secs => upgrade_drain: Duration = Duration::from_secs(300), Restart,
+        parse |v| range(v, 0, 86_400).map(Duration::from_secs), show show_secs;
     /// Password for the first `admin` account, used on the first start only (8 to 256
     /// characters); without it a password is generated and logged once.
     admin_password (admin_password_file) => admin_password: Option<String> = None, Restart,

@@ -235,7 +235,7 @@ pub fn serve_as(
             store: store_handle,
             drain,
             admission,
-            drain_limit: crate::upgrade::DRAIN_LIMIT,
+            drain_limit: config.upgrade_drain,
             busy: std::sync::atomic::AtomicBool::new(false),
         })
     });
@@ -501,7 +501,10 @@ impl ShutdownSignalWatch for Signals {
                     upgrader.drain(new_pid, interrupt).await;
                     return ShutdownSignal::GracefulTerminate;
                 }
-                Err(e) => tracing::error!(error = %e, "upgrade failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade failed");
+                    crate::upgrade::record_failure(&self.data_dir, &e);
+                }
             }
         }
     }

@@ -217,3 +217,225 @@ async fn an_upgrade_keeps_websockets_and_fails_no_connection() {
         took.as_secs_f64()
     );
 }
+
+/// Sessions that outlast `upgrade_drain_secs` are closed with a Close 1001 and the old
+/// process exits; the new one serves them when they reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_limit_closes_what_is_left() {
+    let backend = common_dataplane::backend::Backend::start("echo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let route = format!("echo={}", backend.addr);
+    let server = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            support::Server::start(
+                &data,
+                &[
+                    ("RSP_STATIC_ROUTES", route.as_str()),
+                    ("RSP_UPGRADE_DRAIN_SECS", "2"),
+                ],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let reap = Arc::new(Mutex::new(Vec::new()));
+    let _reaper = Reaper(reap.clone());
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let old = server.pid();
+    assert!(wait_until(Duration::from_secs(10), || pid_file(&data) == Some(old)));
+    let mut ws = ws_connect(&format!("ws://{addr}/echo/")).await;
+    assert_eq!(ws_text(&mut ws, "one").await, "one");
+
+    let out = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || support::cli(&data, &["upgrade"], None))
+            .await
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", server.log());
+    let new = pid_file(&data).unwrap();
+    reap.lock().unwrap().push(new);
+    let switched = Instant::now();
+    assert_eq!(ws_text(&mut ws, "two").await, "two");
+    let close = common_dataplane::ws_expect_close(&mut ws).await;
+    let waited = switched.elapsed();
+    assert_eq!(
+        close.map(|(code, _)| code),
+        Some(1001),
+        "the old process says goodbye at the drain limit"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "closed {waited:?} after the switch (limit 2 s)"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || !running(old)),
+        "the old process did not exit after the drain limit:\n{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("drain limit passed"),
+        "{}",
+        server.log()
+    );
+    let mut again = ws_connect(&format!("ws://{addr}/echo/")).await;
+    assert_eq!(ws_text(&mut again, "three").await, "three");
+    assert_eq!(
+        connection_owner(addr, local_addr(&again), &[old, new]),
+        Some(new)
+    );
+}
+
+/// A new binary that cannot start (here: a config it refuses) changes nothing: the
+/// old process keeps serving, the command says so and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let config = data.join("config.toml");
+    std::fs::write(&config, "shutdown_grace_secs = 0\n").unwrap();
+    let server = {
+        let data = data.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            support::Server::start_with(&data, &[], &["--config", config.to_str().unwrap()])
+        })
+        .await
+        .unwrap()
+    };
+    let old = server.pid();
+    assert!(wait_until(Duration::from_secs(10), || pid_file(&data) == Some(old)));
+    // The file the new process will read is now invalid.
+    std::fs::write(&config, "no_such_key = 1\n").unwrap();
+    let out = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || support::cli(&data, &["upgrade"], None))
+            .await
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("upgrade failed: the new process") && stderr.contains("keeps serving"),
+        "{stderr}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("exited (exit status: 2) before taking over"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(pid_file(&data), Some(old));
+    assert!(running(old));
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let health = tokio::task::spawn_blocking(move || {
+        raw_http(
+            addr,
+            b"GET /api/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .status
+    })
+    .await
+    .unwrap();
+    assert_eq!(health, 200, "the old process still serves, store included");
+}
+
+type TlsWs = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A WebSocket over TLS through the proxy's TLS listener (raw frames).
+fn tls_ws(port: u16, ca_pem: &str) -> TlsWs {
+    use std::io::Write;
+    let config = support::certs::client_config(ca_pem);
+    let conn = rustls::ClientConnection::new(config, "app.example".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(&common_dataplane::ws_request("/echo/", ""))
+        .unwrap();
+    let r = common_dataplane::read_response(&mut tls);
+    assert_eq!(r.status, 101);
+    tls
+}
+
+/// Send a short masked text frame, read the (unmasked) echo.
+fn tls_echo(tls: &mut TlsWs, text: &str) -> String {
+    use std::io::{Read, Write};
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, c)| c ^ mask[i % 4]));
+    tls.write_all(&frame).unwrap();
+    let mut head = [0u8; 2];
+    tls.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x81, "a text frame");
+    let mut body = vec![0u8; usize::from(head[1] & 0x7f)];
+    tls.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// The TLS listener is handed over too, and WebSockets over TLS (relayed on the old
+/// process's tasks, not its relay engine) keep running through the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_tls_survive_the_upgrade() {
+    let backend = common_dataplane::backend::Backend::start("echo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tc = support::certs::test_cert(dir.path(), "app.example");
+    let tls_port = support::free_port();
+    let envs = [
+        ("RSP_TLS_MODE", "files".to_string()),
+        ("RSP_TLS_CERT_FILE", tc.cert_file.display().to_string()),
+        ("RSP_TLS_KEY_FILE", tc.key_file.display().to_string()),
+        ("RSP_TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
+        ("RSP_STATIC_ROUTES", format!("echo={}", backend.addr)),
+    ];
+    let ca = tc.ca_pem.clone();
+    let reap = Arc::new(Mutex::new(Vec::new()));
+    let _reaper = Reaper(reap.clone());
+    let (log, old, new, exited) = tokio::task::spawn_blocking(move || {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = support::Server::start(&data, &envs);
+        let old = server.pid();
+        assert!(wait_until(Duration::from_secs(10), || pid_file(&data) == Some(old)));
+        let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+        let mut before = tls_ws(tls_port, &ca);
+        assert_eq!(tls_echo(&mut before, "one"), "one");
+        let out = support::cli(&data, &["upgrade"], None);
+        assert!(out.status.success(), "{}", server.log());
+        let new = pid_file(&data).unwrap();
+        reap.lock().unwrap().push(new);
+        assert!(wait_until(Duration::from_secs(10), || server
+            .log()
+            .contains("stopped accepting")));
+        // The line is logged as the listeners are told to stop; let them.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(tls_echo(&mut before, "two"), "two");
+        let before_local = before.get_ref().local_addr().unwrap();
+        assert_eq!(
+            connection_owner(tls_addr, before_local, &[old, new]),
+            Some(old)
+        );
+        let mut after = tls_ws(tls_port, &ca);
+        assert_eq!(tls_echo(&mut after, "three"), "three");
+        let after_local = after.get_ref().local_addr().unwrap();
+        assert_eq!(
+            connection_owner(tls_addr, after_local, &[old, new]),
+            Some(new)
+        );
+        assert!(running(old));
+        drop(before);
+        let exited = wait_until(Duration::from_secs(15), || !running(old));
+        assert_eq!(tls_echo(&mut after, "four"), "four");
+        (server.log(), old, new, exited)
+    })
+    .await
+    .unwrap();
+    assert_ne!(old, new);
+    assert!(
+        exited,
+        "the old process did not exit after its last TLS session:\n{log}"
+    );
+}

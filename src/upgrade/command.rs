@@ -24,6 +24,9 @@ pub fn request(data_dir: &Path, timeout: Duration) -> Result<String, String> {
         ));
     }
     let pid = i32::try_from(old).map_err(|_| format!("bad pid {old} in {}", pid_path.display()))?;
+    // The server records a failed attempt there; a change after the signal is ours.
+    let failed_before = super::read_failure(data_dir);
+    let failed_at = failure_mtime(data_dir);
     // SAFETY: kill(2) with a pid and a signal number; no memory is shared.
     if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -42,6 +45,10 @@ pub fn request(data_dir: &Path, timeout: Duration) -> Result<String, String> {
                 ));
             }
         }
+        if failure_mtime(data_dir) != failed_at || super::read_failure(data_dir) != failed_before {
+            let why = super::read_failure(data_dir).unwrap_or_default();
+            return Err(format!("upgrade failed: {}", why.trim_end()));
+        }
         if !alive(old) {
             return Err(format!(
                 "the server (pid {old}) exited during the upgrade and no new process took over: start the service again (systemctl start rserve-proxy) and see its log"
@@ -52,6 +59,12 @@ pub fn request(data_dir: &Path, timeout: Duration) -> Result<String, String> {
         "no new process took over within {} s; the old one (pid {old}) keeps serving. Its log says why (e.g. the new binary refused the config)",
         timeout.as_secs()
     ))
+}
+
+fn failure_mtime(data_dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(data_dir.join(super::FAILED_FILE))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 fn alive(pid: u32) -> bool {

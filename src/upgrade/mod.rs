@@ -36,14 +36,12 @@ use crate::proxy::admission::Admission;
 use crate::proxy::drain::Drain;
 use crate::store::{Store, StoreError};
 
-/// How long the old process keeps relaying open connections after the switch, until
-/// `upgrade_drain_secs` is a config key.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(300);
-
 /// In the data dir: the PID of the process serving it (written once it serves).
 pub const PID_FILE: &str = "rserve-proxy.pid";
 /// In the data dir: where the new process receives the listening sockets.
 pub const UPGRADE_SOCK: &str = "upgrade.sock";
+/// In the data dir: why the last upgrade failed (for `rserve-proxy upgrade`).
+pub const FAILED_FILE: &str = "upgrade.failed";
 
 /// For the new process to ask for the sockets (it starts in well under a second).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,6 +67,19 @@ pub fn pid_file(data_dir: &Path) -> PathBuf {
 
 pub fn upgrade_sock(data_dir: &Path) -> PathBuf {
     data_dir.join(UPGRADE_SOCK)
+}
+
+/// Record why an upgrade failed, for `rserve-proxy upgrade` to report at once.
+pub fn record_failure(data_dir: &Path, error: &UpgradeError) {
+    let path = data_dir.join(FAILED_FILE);
+    let tmp = data_dir.join(format!("{FAILED_FILE}.{}", std::process::id()));
+    let line = format!("{}\n", error);
+    let _ = std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, &path));
+}
+
+/// The last recorded failure, if any.
+pub fn read_failure(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(FAILED_FILE)).ok()
 }
 
 /// The PID in the pid file, if any.
