@@ -405,6 +405,12 @@ fn deb_installs_and_runs_under_systemd() {
     m.ok(&format!(
         "echo 'static_routes = \"echo={gateway}:{echo_port}\"' >> /etc/rserve-proxy/config.toml"
     ));
+    // A short watchdog (drop-in) so the test sees it fed, and biting, within seconds.
+    m.ok(&format!(
+        "mkdir -p /etc/systemd/system/{UNIT}.service.d && \
+         printf '[Service]\\nWatchdogSec=3s\\n' > /etc/systemd/system/{UNIT}.service.d/test.conf && \
+         systemctl daemon-reload"
+    ));
     m.ok(&format!("systemctl restart {UNIT}"));
     let restarted = m.main_pid();
     assert_ne!(restarted, pid, "restart starts a new process");
@@ -510,6 +516,41 @@ fn deb_installs_and_runs_under_systemd() {
         m.status()
     );
     assert_eq!(health(&c, &base), Some(200));
+
+    // --- watchdog: fed while healthy (also by the upgraded process), bites when wedged --
+    let fed = || {
+        m.ok(&format!(
+            "systemctl show -p WatchdogTimestampMonotonic --value {UNIT}"
+        ))
+    };
+    let first = fed();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(fed(), first, "the watchdog is fed: {}", m.status());
+    assert_eq!(m.main_pid(), new_pid, "not restarted by the watchdog");
+    m.ok(&format!("kill -STOP {new_pid}"));
+    let wedged = Instant::now();
+    loop {
+        let now = m.sh(&format!("systemctl show -p MainPID --value {UNIT}"));
+        if now != "0"
+            && now != new_pid.to_string()
+            && m.sh(&format!("systemctl is-active {UNIT}")) == "active"
+        {
+            break;
+        }
+        assert!(
+            wedged.elapsed() < Duration::from_secs(30),
+            "a wedged server is restarted by the watchdog: {}",
+            m.status()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        m.sh(&format!("journalctl -u {UNIT} --no-pager"))
+            .contains("Watchdog timeout"),
+        "{}",
+        m.status()
+    );
+    wait_healthy(&c, &base, &m);
 
     // --- removal keeps the data, purge removes it -----------------------------------
     m.ok("dpkg -r rserve-proxy");
