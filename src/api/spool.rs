@@ -50,7 +50,9 @@ pub async fn single_file(
             continue;
         }
         if file.is_some() {
-            return Err(ServiceError::bad_request("Send exactly one file per upload"));
+            return Err(ServiceError::bad_request(
+                "Send exactly one file per upload",
+            ));
         }
         let spooled = spool(state, field).await?;
         file = Some((name, UploadData::File(spooled)));

@@ -40,18 +40,22 @@ impl Store {
         if dest.exists() {
             return Err(StoreError::Db(format!("{} already exists", dest.display())));
         }
-        let src = self.db.begin_read()?;
-        let version = migrate::stored_version(&src)?
-            .ok_or_else(|| StoreError::Corrupt("schema version missing".into()))?;
-        let out = redb::Builder::new()
-            .create(dest)
-            .map_err(|e| StoreError::from(e).context(&format!("create {}", dest.display())))?;
-        let txn = out.begin_write()?;
-        let rows = copy_all(&src, &txn)?;
-        txn.commit()?;
-        Ok(Counts {
-            schema_version: version,
-            rows,
+        // The whole copy inside `with_db`: a store closed for an upgrade hand-over
+        // answers `Closed` instead of being read half-way.
+        self.with_db(|db| {
+            let src = db.begin_read()?;
+            let version = migrate::stored_version(&src)?
+                .ok_or_else(|| StoreError::Corrupt("schema version missing".into()))?;
+            let out = redb::Builder::new()
+                .create(dest)
+                .map_err(|e| StoreError::from(e).context(&format!("create {}", dest.display())))?;
+            let txn = out.begin_write()?;
+            let rows = copy_all(&src, &txn)?;
+            txn.commit()?;
+            Ok(Counts {
+                schema_version: version,
+                rows,
+            })
         })
     }
 }
