@@ -438,7 +438,7 @@ config_keys! {
     /// `tls.renewal_failed`, `docker.unreachable` (none listed = all). `secret` adds
     /// `X-Rserve-Proxy-Signature: sha256=<HMAC>` and is redacted when printed;
     /// `secret_file` reads it from a file (one trailing newline trimmed).
-    webhooks => webhooks: Vec<WebhookConfig> = Vec::new(), Restart,
+    webhooks => webhooks: Vec<WebhookConfig> = Vec::new(), Live,
         parse parse_webhooks, show |h| show_webhooks(h);
     /// The same alert event for the same app is sent at most once per this window,
     /// seconds (a flapping app sends no storm).

@@ -1,6 +1,6 @@
 //! SIGHUP (`systemctl reload`): read the config file and the environment again and
 //! apply what can change while running — `log_level`, `login_attempts_per_minute`,
-//! `trusted_proxies` (the keys declared `Live` in config.rs). Any other changed key is
+//! `trusted_proxies`, `webhooks` (the keys declared `Live` in config.rs). Any other changed key is
 //! logged as "needs a restart". A config that does not load is refused as a whole:
 //! an error is logged and the running config stays (nothing half-applied: every value
 //! is checked by `Config::load` before the first one is applied).
@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::alerts::Alerts;
 use crate::auth::rate_limit::RateLimiter;
 use crate::config::{Config, ConfigError, Overrides, Reload};
 use crate::proxy::forwarded::TrustedProxies;
@@ -30,6 +31,7 @@ pub struct Reloader {
     current: Mutex<Config>,
     trusted: Arc<TrustedProxies>,
     login_limiter: Arc<RateLimiter>,
+    alerts: Alerts,
 }
 
 /// What a reload did.
@@ -45,12 +47,14 @@ impl Reloader {
         config: Config,
         trusted: Arc<TrustedProxies>,
         login_limiter: Arc<RateLimiter>,
+        alerts: Alerts,
     ) -> Self {
         Reloader {
             source,
             current: Mutex::new(config),
             trusted,
             login_limiter,
+            alerts,
         }
     }
 
@@ -86,6 +90,10 @@ impl Reloader {
                 "trusted_proxies" => {
                     self.trusted.set(new.trusted_proxies.clone());
                     current.trusted_proxies = new.trusted_proxies.clone();
+                }
+                "webhooks" => {
+                    self.alerts.replace_webhooks(new.webhooks.clone());
+                    current.webhooks = new.webhooks.clone();
                 }
                 // A key declared Live without code here would silently not apply.
                 other => {

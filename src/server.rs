@@ -155,6 +155,7 @@ pub fn serve_as(
             config.clone(),
             trusted.clone(),
             login_limiter.clone(),
+            alerts.clone(),
         ),
     ));
     let config = Arc::new(config);

@@ -344,3 +344,35 @@ fn a_real_build_failure_reaches_the_webhook() {
     assert_eq!(d["deliveries"][0]["ok"], true);
     assert_eq!(d["deliveries"][0]["appId"], id);
 }
+
+/// A config reload replaces the webhooks: events published afterwards go to the new
+/// receiver only; the old one's task has stopped.
+#[test]
+fn replaced_webhooks_take_over() {
+    let old = Receiver::start(0);
+    let new = Receiver::start(0);
+    let (alerts, rt) = started(vec![hook(old.url(), &[], None)], Duration::from_secs(300));
+    assert!(alerts.publish(Event::new(EventKind::AppCrashed, Some(app()), "first")));
+    assert_eq!(old.wait_for(1, Duration::from_secs(10)).len(), 1);
+
+    let a = alerts.clone();
+    let new_url = new.url();
+    rt.block_on(async move { a.replace_webhooks(vec![hook(new_url, &[], None)]) });
+    assert_eq!(alerts.webhook_count(), 1);
+    assert!(alerts.publish(Event::new(EventKind::AppUnhealthy, Some(app()), "second")));
+    let got = new.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "the new webhook gets the event");
+    assert_eq!(got[0].json()["event"], "app.unhealthy");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        old.wait_for(2, Duration::from_millis(100)).len(),
+        1,
+        "the replaced webhook gets nothing more"
+    );
+
+    // Replaced by none: nothing is queued.
+    let a = alerts.clone();
+    rt.block_on(async move { a.replace_webhooks(Vec::new()) });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alerts.publish(Event::new(EventKind::AppRecovered, Some(app()), "third")));
+}

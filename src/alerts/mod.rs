@@ -176,7 +176,8 @@ pub struct Alerts {
 
 struct Inner {
     tx: broadcast::Sender<Arc<Event>>,
-    hooks: Vec<WebhookConfig>,
+    /// The webhooks in force (a config reload replaces them).
+    hooks: Mutex<Vec<WebhookConfig>>,
     dedup: Duration,
     policy: RetryPolicy,
     /// Last time each (event, app) was let through.
@@ -184,6 +185,8 @@ struct Inner {
     /// Receivers made at construction (so nothing published before the tasks start
     /// is lost), taken by `start`.
     pending: Mutex<Vec<(WebhookConfig, broadcast::Receiver<Arc<Event>>)>>,
+    /// Set by `start`: what a replacement of the webhooks needs to start new tasks.
+    running: Mutex<Option<Running>>,
     history: Mutex<VecDeque<Delivery>>,
     history_max: usize,
     next_id: AtomicU64,
@@ -194,10 +197,41 @@ struct Inner {
     failed: AtomicU64,
 }
 
+/// The delivery tasks in force: they end when the process shuts down or when
+/// `generation` turns true (their webhooks were replaced).
+struct Running {
+    shutdown: watch::Receiver<bool>,
+    client: Option<webhook::Client>,
+    generation: watch::Sender<bool>,
+}
+
+/// A stop signal for one generation of delivery tasks that also follows the process's
+/// `shutdown`.
+fn generation(shutdown: &watch::Receiver<bool>) -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(*shutdown.borrow());
+    let mut global = shutdown.clone();
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = global.changed() => {
+                    if changed.is_err() || *global.borrow() {
+                        let _ = forward.send(true);
+                        return;
+                    }
+                }
+                // Every task of this generation has ended.
+                _ = forward.closed() => return,
+            }
+        }
+    });
+    (tx, rx)
+}
+
 impl std::fmt::Debug for Alerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Alerts")
-            .field("webhooks", &self.inner.hooks.len())
+            .field("webhooks", &self.webhook_count())
             .finish()
     }
 }
@@ -227,11 +261,12 @@ impl Alerts {
         Alerts {
             inner: Arc::new(Inner {
                 tx,
-                hooks,
+                hooks: Mutex::new(hooks),
                 dedup,
                 policy,
                 last: Mutex::new(HashMap::new()),
                 pending: Mutex::new(pending),
+                running: Mutex::new(None),
                 history: Mutex::new(VecDeque::new()),
                 history_max: history_max.max(1),
                 next_id: AtomicU64::new(1),
@@ -257,24 +292,71 @@ impl Alerts {
     /// Start one delivery task per webhook (once; later calls do nothing). The tasks
     /// end when `shutdown` turns true.
     pub fn start(&self, shutdown: watch::Receiver<bool>) {
-        let pending = std::mem::take(&mut *lock(&self.inner.pending));
-        if pending.is_empty() {
+        let mut running = lock(&self.inner.running);
+        if running.is_some() {
             return;
         }
-        let client = match webhook::Client::new() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "alert webhooks disabled: cannot set up the HTTP client");
-                return;
+        let pending = std::mem::take(&mut *lock(&self.inner.pending));
+        let (stop, tasks_stop) = generation(&shutdown);
+        let mut client = None;
+        self.spawn_tasks(pending, &mut client, tasks_stop);
+        *running = Some(Running {
+            shutdown,
+            client,
+            generation: stop,
+        });
+    }
+
+    /// Replace the webhooks (config reload): the tasks of the old ones stop (a delivery
+    /// in the middle of its retries is given up), each new one gets a task that
+    /// receives every event published from now on. History and counters stay.
+    pub fn replace_webhooks(&self, hooks: Vec<WebhookConfig>) {
+        let receivers: Vec<_> = hooks
+            .iter()
+            .map(|h| (h.clone(), self.inner.tx.subscribe()))
+            .collect();
+        *lock(&self.inner.hooks) = hooks;
+        let mut running = lock(&self.inner.running);
+        match running.as_mut() {
+            // Not started yet: `start` will start these.
+            None => *lock(&self.inner.pending) = receivers,
+            Some(r) => {
+                let _ = r.generation.send(true);
+                let (stop, tasks_stop) = generation(&r.shutdown);
+                r.generation = stop;
+                self.spawn_tasks(receivers, &mut r.client, tasks_stop);
             }
+        }
+    }
+
+    fn spawn_tasks(
+        &self,
+        hooks: Vec<(WebhookConfig, broadcast::Receiver<Arc<Event>>)>,
+        client: &mut Option<webhook::Client>,
+        stop: watch::Receiver<bool>,
+    ) {
+        if hooks.is_empty() {
+            return;
+        }
+        if client.is_none() {
+            match webhook::Client::new() {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "alert webhooks disabled: cannot set up the HTTP client");
+                    return;
+                }
+            }
+        }
+        let Some(client) = client.as_ref() else {
+            return;
         };
-        for (hook, rx) in pending {
+        for (hook, rx) in hooks {
             tokio::spawn(webhook::run(
                 self.clone(),
                 client.clone(),
                 hook,
                 rx,
-                shutdown.clone(),
+                stop.clone(),
             ));
         }
     }
@@ -335,7 +417,7 @@ impl Alerts {
     }
 
     pub fn webhook_count(&self) -> usize {
-        self.inner.hooks.len()
+        lock(&self.inner.hooks).len()
     }
 
     fn policy(&self) -> RetryPolicy {
