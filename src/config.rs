@@ -252,14 +252,14 @@ config_keys! {
         },
         show |f| Some(quote(f.as_str()));
     /// Lifetime of a login session, hours (1 to 8760).
-    session_ttl_hours => session_ttl: Duration = Duration::from_secs(24 * 3600), Restart,
+    session_ttl_hours => session_ttl: Duration = Duration::from_secs(24 * 3600), Live,
         parse |v| range(v, 1, 24 * 365).map(|h| Duration::from_secs(h * 3600)),
         show |d| Some((d.as_secs() / 3600).to_string());
     /// Login attempts allowed per client IP per minute; more get 429.
     login_attempts_per_minute => login_attempts_per_minute: u32 = 10, Live,
         parse |v| range(v, 1, 10_000).map(|n| n as u32), show show_display;
     /// Largest accepted upload (the multipart file itself), MiB.
-    upload_max_mb => upload_max_bytes: u64 = 50 * 1024 * 1024, Restart,
+    upload_max_mb => upload_max_bytes: u64 = 50 * 1024 * 1024, Live,
         parse |v| range(v, 1, 4096).map(|n| n * 1024 * 1024),
         show |b| Some((b / (1024 * 1024)).to_string());
     /// Seconds given to open connections on SIGTERM/SIGINT before runtimes stop (0 to 8;

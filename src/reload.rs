@@ -1,6 +1,7 @@
 //! SIGHUP (`systemctl reload`): read the config file and the environment again and
 //! apply what can change while running — `log_level`, `login_attempts_per_minute`,
-//! `trusted_proxies`, `webhooks` (the keys declared `Live` in config.rs). Any other changed key is
+//! `upload_max_mb`, `session_ttl_hours` (new sessions), `trusted_proxies`, `webhooks`
+//! (the keys declared `Live` in config.rs). Any other changed key is
 //! logged as "needs a restart". A config that does not load is refused as a whole:
 //! an error is logged and the running config stays (nothing half-applied: every value
 //! is checked by `Config::load` before the first one is applied).
@@ -16,6 +17,7 @@ use crate::alerts::Alerts;
 use crate::auth::rate_limit::RateLimiter;
 use crate::config::{Config, ConfigError, Overrides, Reload};
 use crate::proxy::forwarded::TrustedProxies;
+use crate::service::LiveLimits;
 
 /// Where the config came from at start: read the same way on reload.
 #[derive(Debug, Clone, Default)]
@@ -29,9 +31,15 @@ pub struct Reloader {
     source: Source,
     /// The config in force: what was started, with the live keys as last applied.
     current: Mutex<Config>,
-    trusted: Arc<TrustedProxies>,
-    login_limiter: Arc<RateLimiter>,
-    alerts: Alerts,
+    targets: Targets,
+}
+
+/// The running parts that take live keys.
+pub struct Targets {
+    pub trusted: Arc<TrustedProxies>,
+    pub login_limiter: Arc<RateLimiter>,
+    pub limits: Arc<LiveLimits>,
+    pub alerts: Alerts,
 }
 
 /// What a reload did.
@@ -42,19 +50,11 @@ pub struct Outcome {
 }
 
 impl Reloader {
-    pub fn new(
-        source: Source,
-        config: Config,
-        trusted: Arc<TrustedProxies>,
-        login_limiter: Arc<RateLimiter>,
-        alerts: Alerts,
-    ) -> Self {
+    pub fn new(source: Source, config: Config, targets: Targets) -> Self {
         Reloader {
             source,
             current: Mutex::new(config),
-            trusted,
-            login_limiter,
-            alerts,
+            targets,
         }
     }
 
@@ -84,15 +84,27 @@ impl Reloader {
                     current.log_level = new.log_level.clone();
                 }
                 "login_attempts_per_minute" => {
-                    self.login_limiter.set_limit(new.login_attempts_per_minute);
+                    self.targets
+                        .login_limiter
+                        .set_limit(new.login_attempts_per_minute);
                     current.login_attempts_per_minute = new.login_attempts_per_minute;
                 }
                 "trusted_proxies" => {
-                    self.trusted.set(new.trusted_proxies.clone());
+                    self.targets.trusted.set(new.trusted_proxies.clone());
                     current.trusted_proxies = new.trusted_proxies.clone();
                 }
+                "upload_max_mb" => {
+                    self.targets
+                        .limits
+                        .set_upload_max_bytes(new.upload_max_bytes);
+                    current.upload_max_bytes = new.upload_max_bytes;
+                }
+                "session_ttl_hours" => {
+                    self.targets.limits.set_session_ttl(new.session_ttl);
+                    current.session_ttl = new.session_ttl;
+                }
                 "webhooks" => {
-                    self.alerts.replace_webhooks(new.webhooks.clone());
+                    self.targets.alerts.replace_webhooks(new.webhooks.clone());
                     current.webhooks = new.webhooks.clone();
                 }
                 // A key declared Live without code here would silently not apply.

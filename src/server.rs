@@ -148,19 +148,24 @@ pub fn serve_as(
         config.login_attempts_per_minute,
         std::time::Duration::from_secs(60),
     ));
+    let live_limits = Arc::new(crate::service::LiveLimits::new(&config));
     server.add_service(background_service(
         "config reload",
         crate::reload::Reloader::new(
             source,
             config.clone(),
-            trusted.clone(),
-            login_limiter.clone(),
-            alerts.clone(),
+            crate::reload::Targets {
+                trusted: trusted.clone(),
+                login_limiter: login_limiter.clone(),
+                limits: live_limits.clone(),
+                alerts: alerts.clone(),
+            },
         ),
     ));
     let config = Arc::new(config);
     let control_plane = ControlPlane {
         login_limiter,
+        live_limits,
         listener: Mutex::new(Some(control)),
         admin_listener: Mutex::new(Some(admin)),
         stopped: control_stopped_tx,
@@ -532,6 +537,8 @@ struct ControlPlane {
     metrics_listener: Mutex<Option<std::net::TcpListener>>,
     /// Shared with the config reload (`login_attempts_per_minute`).
     login_limiter: Arc<crate::auth::rate_limit::RateLimiter>,
+    /// Shared with the config reload (`upload_max_mb`, `session_ttl_hours`).
+    live_limits: Arc<crate::service::LiveLimits>,
 }
 
 #[async_trait]
@@ -554,6 +561,7 @@ impl BackgroundService for ControlPlane {
         let mut state = AppState::new(self.store.clone(), spawner.clone(), self.config.clone());
         state.observe = self.observe.clone();
         state.login_limiter = self.login_limiter.clone();
+        state.limits = self.live_limits.clone();
         self.observe.alerts.start(shutdown.clone());
         let open_metrics = self.metrics_listener.lock().ok().and_then(|mut l| l.take());
         if let Some(l) = open_metrics {

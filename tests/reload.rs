@@ -98,3 +98,52 @@ fn sighup_applies_live_keys_and_names_the_ones_needing_a_restart() {
     let (status, _, _) = s.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// `upload_max_mb` and `session_ttl_hours` apply to the next upload and the next login.
+#[test]
+fn sighup_changes_the_upload_limit_and_the_session_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "upload_max_mb = 1\nsession_ttl_hours = 1\n").unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_with(
+        &data,
+        &[("RSP_ADMIN_PASSWORD", "reload-test-pw")],
+        &["--config", file.to_str().unwrap()],
+    );
+    let login = |c: &reqwest::blocking::Client| -> String {
+        let r = c
+            .post(s.url("/api/auth/login"))
+            .json(&json!({"username": "admin", "password": "reload-test-pw"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.headers()["set-cookie"].to_str().unwrap().to_string()
+    };
+    let c = support::client();
+    assert!(login(&c).contains("Max-Age=3600"));
+    let created: serde_json::Value = c
+        .post(s.url("/api/apps"))
+        .json(&json!({"name": "Big", "slug": "big"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = created["app"]["id"].as_str().unwrap().to_string();
+    let upload = || {
+        let script = vec![b'#'; 2 * 1024 * 1024];
+        let part = reqwest::blocking::multipart::Part::bytes(script).file_name("app.R");
+        c.post(s.url(&format!("/api/apps/{id}/upload")))
+            .multipart(reqwest::blocking::multipart::Form::new().part("file", part))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(upload(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    std::fs::write(&file, "upload_max_mb = 5\nsession_ttl_hours = 2\n").unwrap();
+    hup(&s);
+    wait_log(&s, "config reloaded", 1);
+    assert_eq!(upload(), StatusCode::OK);
+    assert!(login(&c).contains("Max-Age=7200"));
+}

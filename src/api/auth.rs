@@ -52,7 +52,7 @@ pub async fn login(
         user: UserDto::from(&user),
     })
     .into_response();
-    if let Some(c) = session_cookie(&session.id, state.config.session_ttl.as_secs(), meta.tls) {
+    if let Some(c) = session_cookie(&session.id, state.limits.session_ttl().as_secs(), meta.tls) {
         resp.headers_mut().insert(header::SET_COOKIE, c);
     }
     Ok(resp)

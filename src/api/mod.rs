@@ -27,8 +27,6 @@ use error::ApiError;
 
 /// The control plane's whole router.
 pub fn router(state: AppState) -> Router {
-    // Multipart framing adds a little to the file itself.
-    let upload_limit = state.config.upload_max_bytes as usize + 64 * 1024;
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/openapi.json", get(openapi::document))
@@ -69,7 +67,9 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(metrics::audit))
         .route(
             "/apps/{id}/upload",
-            post(apps::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            // No fixed body limit: api/spool.rs enforces `upload_max_mb` (as a
+            // reload last set it) while the file streams in.
+            post(apps::upload).layer(DefaultBodyLimit::disable()),
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,7 +13,7 @@ use crate::service::{AppState, ServiceError};
 fn too_large(state: &AppState) -> ServiceError {
     ServiceError::PayloadTooLarge(format!(
         "The file is larger than the {} MB upload limit",
-        state.config.upload_max_bytes / (1024 * 1024)
+        state.limits.upload_max_bytes() / (1024 * 1024)
     ))
 }
 
@@ -73,7 +73,7 @@ async fn spool(
         .tempfile_in(&dir)
         .map_err(io_error)?;
     let mut out = tokio::fs::File::from_std(temp.reopen().map_err(io_error)?);
-    let max = state.config.upload_max_bytes;
+    let max = state.limits.upload_max_bytes();
     let mut written = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(state, e))? {
         written += chunk.len() as u64;

@@ -568,10 +568,11 @@ pub async fn upload(
     let len = data
         .len()
         .map_err(|e| ServiceError::Internal(format!("could not read the upload: {e}")))?;
-    if len > state.config.upload_max_bytes {
+    let max = state.limits.upload_max_bytes();
+    if len > max {
         return Err(ServiceError::PayloadTooLarge(format!(
             "The file is larger than the {} MB upload limit",
-            state.config.upload_max_bytes / (1024 * 1024)
+            max / (1024 * 1024)
         )));
     }
     let dest = upload_dir(state, id);

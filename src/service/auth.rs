@@ -106,7 +106,7 @@ pub async fn login(
         id: secrets::new_session_id(),
         user_id: user.id,
         created_at: now,
-        expires_at: now + state.config.session_ttl,
+        expires_at: now + state.limits.session_ttl(),
     };
     let audit = AuditEntry::new(Some(&user), "auth.login", None).with_ip(meta.ip.clone());
     let stored = session.clone();

@@ -29,6 +29,8 @@ pub struct AppState {
     pub spawner: Arc<dyn Spawner>,
     pub config: Arc<Config>,
     pub login_limiter: Arc<RateLimiter>,
+    /// `upload_max_mb` and `session_ttl_hours` as a config reload last set them.
+    pub limits: Arc<LiveLimits>,
     /// Uploads swap directories in place; one at a time keeps two swaps of the same
     /// app from interleaving. Uploads are rare, so one lock for all apps is enough.
     pub upload_lock: Arc<tokio::sync::Mutex<()>>,
@@ -43,6 +45,45 @@ pub struct AppState {
     token_touch: mpsc::Sender<(Uuid, OffsetDateTime)>,
 }
 
+/// Limits a config reload changes while running (reload.rs), read per request
+/// without a lock.
+#[derive(Debug)]
+pub struct LiveLimits {
+    upload_max_bytes: std::sync::atomic::AtomicU64,
+    session_ttl_secs: std::sync::atomic::AtomicU64,
+}
+
+impl LiveLimits {
+    pub fn new(config: &Config) -> Self {
+        LiveLimits {
+            upload_max_bytes: config.upload_max_bytes.into(),
+            session_ttl_secs: config.session_ttl.as_secs().into(),
+        }
+    }
+
+    pub fn upload_max_bytes(&self) -> u64 {
+        self.upload_max_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(
+            self.session_ttl_secs
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    pub fn set_upload_max_bytes(&self, bytes: u64) {
+        self.upload_max_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn set_session_ttl(&self, ttl: Duration) {
+        self.session_ttl_secs
+            .store(ttl.as_secs(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl AppState {
     /// Must be called inside a tokio runtime: it starts the task that records API
     /// tokens' `lastUsedAt` off the request path.
@@ -54,6 +95,7 @@ impl AppState {
                 config.login_attempts_per_minute,
                 Duration::from_secs(60),
             )),
+            limits: Arc::new(LiveLimits::new(&config)),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             apps_changed: Arc::new(tokio::sync::Notify::new()),
             metrics: crate::metrics::Latest::new(),

@@ -252,7 +252,7 @@ async fn login(
         Ok((_, session)) => {
             let mut resp = Redirect::to(&next).into_response();
             if let Some(c) =
-                session_cookie(&session.id, state.config.session_ttl.as_secs(), meta.tls)
+                session_cookie(&session.id, state.limits.session_ttl().as_secs(), meta.tls)
             {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }

@@ -111,7 +111,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             refused(req.headers(), STALE)
         };
     }
-    let limit = state.config.upload_max_bytes as usize + 64 * 1024;
+    let limit = state.limits.upload_max_bytes() as usize + 64 * 1024;
     let (req, got) = match form_token(req, limit).await {
         Ok(x) => x,
         Err(resp) => return resp,

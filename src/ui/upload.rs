@@ -148,7 +148,7 @@ async fn render(
         tree: tree_lines(&files),
         uploaded: files.uploaded_at.map(super::apps::when).unwrap_or_default(),
         total: human_size(files.total_bytes),
-        max_mb: state.config.upload_max_bytes / (1024 * 1024),
+        max_mb: state.limits.upload_max_bytes() / (1024 * 1024),
         files: &files,
         selected,
         entry_error,
