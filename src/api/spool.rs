@@ -78,10 +78,26 @@ async fn spool(
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(state, e))? {
         written += chunk.len() as u64;
         if written > max {
+            linger(&mut field).await;
             return Err(too_large(state));
         }
         out.write_all(&chunk).await.map_err(io_error)?;
     }
     out.flush().await.map_err(io_error)?;
     Ok(temp)
+}
+
+/// After the limit is passed, read on (discarding) for a bounded time and amount, so a
+/// client still sending gets to read the 413 instead of a connection reset (nginx's
+/// "lingering close", bounded).
+async fn linger(field: &mut Field<'_>) {
+    const MAX_BYTES: u64 = 64 * 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut read = 0u64;
+    while read < MAX_BYTES {
+        match tokio::time::timeout_at(deadline, field.chunk()).await {
+            Ok(Ok(Some(chunk))) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
 }
