@@ -7,9 +7,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{multipart, Client};
@@ -33,51 +30,6 @@ oc.init <- function() {
 }
 "#;
 
-fn socket() -> PathBuf {
-    std::env::var_os("RSP_TEST_DOCKER_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
-}
-
-fn try_docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", format!("unix://{}", socket().display()))
-        .output()
-        .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// Whether the test can run; with `CI` set a missing part is a failure.
-fn docker_env() -> bool {
-    let problem = try_docker(&["version", "--format", "{{.Server.Version}}"])
-        .and_then(|_| {
-            try_docker(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}}",
-                "rserve-base:latest",
-            ])
-        })
-        .err();
-    let Some(problem) = problem else {
-        return true;
-    };
-    if support::in_ci() {
-        panic!("CI is set and the Docker metrics test cannot run: {problem}");
-    }
-    let _ = std::io::stderr().write_all(
-        format!("\n!!! SKIPPED: docker_metrics needs Docker and rserve-base:latest: {problem}\n")
-            .as_bytes(),
-    );
-    false
-}
-
 /// Removes the app's containers and images however the test ends.
 struct Leftovers(String);
 
@@ -90,12 +42,12 @@ impl Drop for Leftovers {
         ] {
             let mut args = list.to_vec();
             args.extend(["--filter", &filter]);
-            let ids = try_docker(&args).unwrap_or_default();
+            let ids = support::docker::run(&args).unwrap_or_default();
             let ids: Vec<&str> = ids.split_whitespace().collect();
             if !ids.is_empty() {
                 let mut args = rm.to_vec();
                 args.extend(ids);
-                let _ = try_docker(&args);
+                let _ = support::docker::run(&args);
             }
         }
     }
@@ -142,7 +94,7 @@ fn wait_for<T>(within: Duration, what: &str, s: &Server, mut f: impl FnMut() -> 
 
 #[test]
 fn collector_samples_a_real_app_and_stops_with_it() {
-    if !docker_env() {
+    if !support::docker::ready("the Docker metrics test") {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -150,7 +102,10 @@ fn collector_samples_a_real_app_and_stops_with_it() {
         data.path(),
         &[
             ("RSP_ADMIN_PASSWORD", PASSWORD),
-            ("RSP_DOCKER_SOCKET", socket().to_str().unwrap()),
+            (
+                "RSP_DOCKER_SOCKET",
+                support::docker::socket().to_str().unwrap(),
+            ),
             ("RSP_METRICS_INTERVAL_SECS", "1"),
         ],
     );

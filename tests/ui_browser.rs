@@ -24,7 +24,6 @@ mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -193,13 +192,13 @@ fn flow(label: &str, viewport: Viewport) {
     let Some(tools) = support::browser::tools_or_skip() else {
         return;
     };
-    if !docker_ready() {
+    if !support::docker::ready("the UI browser flow") {
         return;
     }
     let t0 = Instant::now();
     let leftovers = Leftovers::default();
     let data = tempfile::tempdir().unwrap();
-    let socket = docker_socket();
+    let socket = support::docker::socket();
     let server = Server::start(
         data.path(),
         &[
@@ -667,64 +666,9 @@ fn api_with_token(s: &Server, token: &str) -> u16 {
 
 // ---- Docker ----------------------------------------------------------------------
 
-fn docker_socket() -> PathBuf {
-    std::env::var_os("RSP_TEST_DOCKER_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
-}
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .env(
-            "DOCKER_HOST",
-            format!("unix://{}", docker_socket().display()),
-        )
-        .output()
-        .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Docker and the base image, or a notice (a failure with CI set).
-fn docker_ready() -> bool {
-    let problem = docker(&["version", "--format", "{{.Server.Version}}"])
-        .and_then(|_| {
-            docker(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}}",
-                "rserve-base:latest",
-            ])
-        })
-        .err();
-    let Some(problem) = problem else {
-        return true;
-    };
-    if support::in_ci() {
-        panic!("CI is set and the UI flow cannot run: {problem} (run images/rserve-base/build-from-debian.sh)");
-    }
-    let _ = std::io::stderr().write_all(
-        format!(
-            "\n!!! SKIPPED: the UI browser flow needs Docker and rserve-base:latest: {problem}\n\
-             !!! (With CI set this is a failure.)\n"
-        )
-        .as_bytes(),
-    );
-    false
-}
-
 fn containers_of(app: &str) -> Vec<String> {
     let filter = format!("label={LABEL_APP}={app}");
-    docker(&["ps", "-a", "-q", "--filter", &filter])
+    support::docker::run(&["ps", "-a", "-q", "--filter", &filter])
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -749,15 +693,16 @@ impl Drop for Leftovers {
             if !containers.is_empty() {
                 let mut args = vec!["rm", "-f"];
                 args.extend(containers.iter().map(String::as_str));
-                let _ = docker(&args);
+                let _ = support::docker::run(&args);
             }
             let filter = format!("label={LABEL_APP}={app}");
-            let images = docker(&["images", "-a", "-q", "--filter", &filter]).unwrap_or_default();
+            let images = support::docker::run(&["images", "-a", "-q", "--filter", &filter])
+                .unwrap_or_default();
             let images: Vec<&str> = images.lines().filter(|l| !l.trim().is_empty()).collect();
             if !images.is_empty() {
                 let mut args = vec!["rmi", "-f"];
                 args.extend(images);
-                let _ = docker(&args);
+                let _ = support::docker::run(&args);
             }
         }
     }

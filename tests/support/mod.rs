@@ -6,6 +6,8 @@
 pub mod browser;
 /// Test certificates for TLS (files mode).
 pub mod certs;
+/// The Docker CLI and daemon checks of the Docker-using tests.
+pub mod docker;
 /// Which process holds a connection; whether a process runs (/proc).
 pub mod procs;
 /// QAP1 client for Rserve OCAP calls (data plane and end-to-end tests).
